@@ -1,0 +1,17 @@
+"""Command line entry point: `sorsync …` (see design.md §4)."""
+
+from __future__ import annotations
+
+import sys
+
+from sorsync.cli import db, run, serve, simulator, sync  # noqa: F401 - registers commands
+from sorsync.cli.app import EXIT_CONFIG, app
+from sorsync.config import ConfigError
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)  # noqa: T201 - one line a person can act on
+        raise SystemExit(EXIT_CONFIG) from None

@@ -1,0 +1,22 @@
+"""The `sorsync` Typer application; command modules register themselves on it."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="sorsync",
+    help="A PostgreSQL replica of SOR from NSP's KopiRegisterService, with SHAK→SOR lookups.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="Database migrations (Alembic, under an advisory lock).", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock

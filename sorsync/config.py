@@ -1,0 +1,149 @@
+"""Configuration from the environment (prefix `SORSYNC_`, also read from `.env`).
+
+`load_settings()` turns any invalid value into a `ConfigError` whose message is one line naming
+the variable and what is allowed; the CLI prints that line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sorsync import datatypes
+
+ENV_PREFIX = "SORSYNC_"
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; the message is meant for a person."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset → embedded PostgreSQL"
+    )
+    krs_url: str | None = Field(
+        default=None, description="KRS endpoint URL; unset → built-in simulator"
+    )
+    krs_datatypes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=datatypes.DEFAULT_DATATYPES,
+        description="comma list of register/datatype/vN",
+    )
+    krs_page_size: int = Field(default=2000, ge=1, le=2000, description="an integer from 1 to 2000")
+    krs_timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds, above 0")
+    idcard_file: Path | None = None
+    sts_url: str | None = None
+    cert_file: Path | None = None
+    cert_password: SecretStr | None = None
+    cvr: str | None = Field(default=None, pattern=r"^\d{8}$", description="8 digits")
+    system_name: str | None = None
+    delta_interval: int = Field(default=15, ge=1, le=24 * 60, description="minutes, from 1 to 1440")
+    full_cron: str = Field(default="30 3 * * *", description="a 5-field cron expression")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535, description="a TCP port, 1 to 65535")
+    test_database_url: str | None = None
+
+    @field_validator("krs_datatypes", mode="before")
+    @classmethod
+    def _split_datatypes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("krs_datatypes")
+    @classmethod
+    def _known_datatypes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one datatype is needed")
+        for key in value:
+            if key not in datatypes.DATATYPES:
+                raise ValueError(f"{key!r} is not one of {', '.join(datatypes.DATATYPES)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("database_url", "test_database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in {"postgres", "postgresql", "postgresql+psycopg"}:
+            raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
+        # One driver everywhere: psycopg 3 (COPY, server-side cursors, pipeline mode).
+        return f"postgresql+psycopg://{rest}"
+
+    @field_validator("krs_url", "sts_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("full_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="Europe/Copenhagen")
+        except ValueError as exc:
+            raise ValueError(f"must be a 5-field cron expression ({exc})") from None
+        return value
+
+    @field_validator("idcard_file", "cert_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no readable file at {value}")
+        return value
+
+    @property
+    def datatypes(self) -> tuple[datatypes.Datatype, ...]:
+        return tuple(datatypes.get(key) for key in self.krs_datatypes)
+
+    @property
+    def uses_sts(self) -> bool:
+        return self.sts_url is not None
+
+
+_SECRET_FIELDS = {"cert_password"}
+
+
+def _describe(error: ErrorDetails) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    variable = ENV_PREFIX + field.upper()
+    given = "" if field in _SECRET_FIELDS else f"={error.get('input')!s}"
+    info = Settings.model_fields.get(field)
+    description = info.description if info else None
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    allowed = f" (allowed: {description})" if description and error["type"] != "value_error" else ""
+    return f"invalid configuration: {variable}{given}: {message}{allowed}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the configuration; raise ConfigError with one line per problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(e) for e in exc.errors())) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""PostgreSQL: engine, models of schema `krs`, advisory locks, embedded server, migrations."""
