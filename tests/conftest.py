@@ -2,4 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.db",
+    "tests.fixtures.simulator",
+    "tests.fixtures.sync",
+    "tests.fixtures.api",
 ]

@@ -1,0 +1,1 @@
+"""`sorsync generate` (see design.md §4)."""
