@@ -1,3 +1,131 @@
-"""Commands: see design.md §4. (Being built.)"""
+"""`sorsync simulator`: the local KRS server (see design.md §4 and §7)."""
 
 from __future__ import annotations
+
+import gc
+import io
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, BinaryIO
+
+import typer
+
+from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, app
+from sorsync.logs import configure, get_logger
+
+LISTENING = "KRS simulator listening on {url}"  # parsed by `sorsync run`; keep it stable
+
+
+def _summary(report: Any) -> dict[str, Any]:
+    from sorsync.simulator.server import _jsonable
+
+    data = _jsonable(report)
+    return data if isinstance(data, dict) else {"report": str(data)}
+
+
+def _generated(units: int, seed: int) -> BinaryIO:
+    from sorsync.simulator.generator import generate, write_sortree
+
+    buffer = io.BytesIO()
+    write_sortree(generate(units, seed=seed), buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl-C does
+
+
+@app.command()
+def simulator(
+    snapshot: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--snapshot",
+            metavar="FILE",
+            help="SorTree XML snapshot to load; repeat for later days (each is one import run,"
+            " later ones produce deltas).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
+    generate: Annotated[
+        int | None,
+        typer.Option(
+            "--generate", min=1, metavar="N", help="Serve N generated fictive units instead."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --generate.")] = 1,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port; 0 picks a free one.")
+    ] = 8080,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to bind. The admin endpoints have no authentication: keep it on loopback."
+        ),
+    ] = "127.0.0.1",
+) -> None:
+    """Run a local stand-in for NSP's KopiRegisterService (KRS) serving SOR data.
+
+    With neither --snapshot nor --generate it serves the bundled fictive demo data.
+    Prints the service URL, then serves until Ctrl-C or SIGTERM.
+    """
+    configure()
+    log = get_logger("sorsync.simulator")
+    if snapshot and generate:
+        typer.echo("use either --snapshot or --generate, not both", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+
+    from sorsync.simulator.importer import load_snapshot
+    from sorsync.simulator.server import serve
+    from sorsync.simulator.store import Store
+
+    store = Store()
+    sources: list[tuple[str, Path | BinaryIO]]
+    if snapshot:
+        sources = [(str(path), path) for path in snapshot]
+    elif generate:
+        sources = [(f"{generate} generated units (seed {seed})", _generated(generate, seed))]
+    else:
+        from sorsync.simulator.demo import demo_snapshot_path
+
+        demo = demo_snapshot_path()
+        sources = [(f"bundled demo data ({demo.name})", demo)]
+    for name, source in sources:
+        try:
+            report = load_snapshot(store, source)
+        except Exception as exc:  # one readable line; the traceback helps nobody here
+            typer.echo(f"could not load {name}: {exc}", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
+        log.info("snapshot loaded", source=name, **_summary(report))
+
+    # The rows live as long as the process: keep them out of the cyclic GC's full passes,
+    # which would otherwise stall a page now and then (~80 ms per million rows).
+    gc.collect()
+    gc.freeze()
+    try:
+        server = serve(store, host=host, port=port)
+    except OSError as exc:
+        typer.echo(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port", err=True
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("admin endpoints are reachable from the network", host=host)
+    # SIGINT too: a parent may have started us with SIGINT ignored (background job)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    typer.echo(LISTENING.format(url=server.url))
+    sys.stdout.flush()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close_connections()
+        server.server_close()
+        log.info("simulator stopped")

@@ -94,6 +94,14 @@ class Table:
             i += 1
         return out
 
+    def last(self) -> Row | None:
+        """The row last in feed order (highest (ModifiedDate, PID)), or None when empty."""
+        for modified, pid in reversed(self._order):
+            row = self.rows[pid]
+            if row.modified == modified:
+                return row
+        return None
+
     def __iter__(self) -> Iterator[Row]:
         return iter(self.rows.values())
 
