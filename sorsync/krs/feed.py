@@ -1,9 +1,25 @@
-"""One page of a KRS Atom feed, parsed. (Parser: see `parse_feed`.)"""
+"""One page of a KRS Atom feed, parsed, and the parser (`parse_feed`, `parse_response`)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from lxml import etree
+
+from sorsync.datatypes import Datatype, FieldType
+from sorsync.krs import wire
+from sorsync.krs.errors import (
+    DgwsFault,
+    KrsError,
+    MalformedResponse,
+    ReplicationFault,
+    SoapFault,
+    TransportError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +46,320 @@ class Page:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+# --- parsing ----------------------------------------------------------------------------------
+# Speed matters (the sync budget is ~20 µs per record for HTTP + parse): one lxml parse, then
+# direct child iteration with Clark-notation tag comparisons; no XPath, no per-entry lookups of
+# prefixes (which are arbitrary on the wire, krs-protocol §4.2).
+
+
+_ENVELOPE = f"{{{wire.NS_SOAP}}}Envelope"
+_BODY = f"{{{wire.NS_SOAP}}}Body"
+_FAULT = f"{{{wire.NS_SOAP}}}Fault"
+_RESPONSE = f"{{{wire.NS_KRS}}}ReplicationResponse"
+_KRS_FAULT = f"{{{wire.NS_KRS}}}ReplicationFault"
+_DGWS_FAULT = f"{{{wire.NS_MEDCOM}}}FaultCode"
+_FEED = f"{{{wire.NS_ATOM}}}feed"
+_ENTRY = f"{{{wire.NS_ATOM}}}entry"
+_ID = f"{{{wire.NS_ATOM}}}id"
+_UPDATED = f"{{{wire.NS_ATOM}}}updated"
+_CONTENT = f"{{{wire.NS_ATOM}}}content"
+
+_TEXT, _INT, _TIME, _VALID_TO = 0, 1, 2, 3
+_OPEN_ENDED_YEAR = 2999  # NSP writes 2999-12-31 for "no end" (krs-protocol §4.3)
+
+_local = threading.local()  # lxml parsers must not be shared between threads
+
+
+def _parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        # No entity expansion, no DTD loading, no network. huge_tree stays off: a 2000-record
+        # page is a few MB, far inside libxml2's default limits, which also guard against bombs.
+        parser = etree.XMLParser(
+            resolve_entities=False, no_network=True, load_dtd=False, remove_comments=False
+        )
+        _local.parser = parser
+    return parser
+
+
+def parse_xml(body: bytes, what: str) -> etree._Element:
+    """Parse untrusted XML safely; a DTD anywhere is refused (SOAP forbids it)."""
+    if not body or not body.strip():
+        raise MalformedResponse(f"{what} is empty; the connection was probably cut", transient=True)
+    try:
+        root = etree.fromstring(body, _parser())
+    except etree.XMLSyntaxError as exc:
+        if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+            raise MalformedResponse(
+                f"{what} contains a DTD/entity declarations, which SOAP forbids; refused"
+            ) from None
+        raise MalformedResponse(
+            f"{what} is not well-formed XML ({exc}); it was probably cut short — retrying",
+            transient=True,
+        ) from None
+    docinfo: Any = root.getroottree().docinfo  # lxml-stubs lack DocInfo.doctype
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise MalformedResponse(f"{what} contains a DTD (<!DOCTYPE>), which SOAP forbids; refused")
+    return root
+
+
+@dataclass(frozen=True, slots=True)
+class _RecordSpec:
+    tag: str  # Clark name of the record element
+    tags: tuple[str, ...]  # Clark names of the fields, in feed order
+    kinds: tuple[int, ...]  # _TEXT / _INT / _TIME / _VALID_TO per field
+    index: dict[str, int]  # field position by Clark name
+
+
+@lru_cache(maxsize=64)
+def _record_spec(dt: Datatype) -> _RecordSpec:
+    kinds: list[int] = []
+    for fld in dt.fields:
+        if fld.type is FieldType.BIGINT:
+            kinds.append(_INT)
+        elif fld.type is FieldType.TIMESTAMP:
+            kinds.append(_VALID_TO if fld.element.lower() == "validto" else _TIME)
+        else:
+            kinds.append(_TEXT)
+    tags = tuple(f"{{{dt.namespace}}}{fld.element}" for fld in dt.fields)
+    return _RecordSpec(
+        tag=f"{{{dt.namespace}}}{dt.datatype}",
+        tags=tags,
+        kinds=tuple(kinds),
+        index={tag: position for position, tag in enumerate(tags)},
+    )
+
+
+def _timestamp(text: str, where: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise MalformedResponse(f"{where}: {text!r} is not an ISO date-time") from None
+    if value.tzinfo is None:
+        raise MalformedResponse(f"{where}: {text!r} has no UTC offset; refusing to guess a zone")
+    return value
+
+
+def _describe_tag(tag: object) -> str:
+    return tag if isinstance(tag, str) else repr(tag)
+
+
+def _bad_value(dt: Datatype, token: str, el: etree._Element, why: str) -> MalformedResponse:
+    return MalformedResponse(
+        f"{dt.key}: entry {token} element {etree.QName(el).localname}: value {el.text!r}"
+        f" is not valid ({why})"
+    )
+
+
+def _parse_feed_element(feed: etree._Element, dt: Datatype, offset: str | None) -> Page:
+    spec = _record_spec(dt)
+    record_tag, tags, kinds = spec.tag, spec.tags, spec.kinds
+    # Keyed by whatever lxml hands out as .tag (a function for comments): no type test per element.
+    index_of: dict[Any, int] = dict(spec.index)
+    width = len(tags)
+    fromiso = datetime.fromisoformat
+    entries: list[Entry] = []
+    unknown: set[str] = set()
+    previous: tuple[int, int] | None = None
+    if offset is not None:
+        try:
+            previous = wire.split_token(offset)
+        except ValueError:
+            previous = None  # the server would have refused it; nothing to compare with
+
+    for entry in feed.iterchildren(_ENTRY):
+        id_text: str | None = None
+        updated: str | None = None
+        record: Any = None
+        for child in entry:
+            tag = child.tag
+            if tag == _ID:
+                id_text = child.text
+            elif tag == _UPDATED:
+                updated = child.text
+            elif tag == _CONTENT:
+                for candidate in child:
+                    candidate_tag: object = candidate.tag
+                    if isinstance(candidate_tag, str):
+                        record = candidate
+                        break
+
+        token = id_text.rpartition("/")[2] if id_text else ""
+        if len(token) < 20 or not (token.isascii() and token.isdigit()):
+            raise MalformedResponse(
+                f"{dt.key}: entry {len(entries) + 1} has no 20-digit token in atom:id ({id_text!r})"
+            )
+        # Same split as wire.split_token (first 10 digits = seconds, the rest = PID), inlined.
+        order = (int(token[:10]), int(token[10:]))
+        if previous is not None and order <= previous:
+            raise MalformedResponse(
+                f"{dt.key}: entry {len(entries) + 1} token {token} does not come after the"
+                f" previous token/offset {previous[0]:010d}{previous[1]:010d}; the server's"
+                " order is broken"
+            )
+        previous = order
+        if not updated:
+            raise MalformedResponse(f"{dt.key}: entry {token} has no atom:updated")
+        try:
+            modified_at = fromiso(updated)
+        except ValueError:  # e.g. surrounding whitespace; the slow path says what is wrong
+            modified_at = _timestamp(updated, f"{dt.key}: entry {token} atom:updated")
+        if modified_at.tzinfo is None:
+            modified_at = _timestamp(updated, f"{dt.key}: entry {token} atom:updated")
+        if record is None:
+            raise MalformedResponse(f"{dt.key}: entry {token} has no record in atom:content")
+        if record.tag != record_tag:
+            raise MalformedResponse(
+                f"{dt.key}: entry {token}: expected record element {record_tag},"
+                f" got {_describe_tag(record.tag)}; is SORSYNC_KRS_URL serving another register?"
+            )
+
+        values: list[object] = [None] * width
+        extra: dict[str, str] | None = None
+        expected = 0  # NSP writes fields in feed order, so the next tag is usually this one
+        for el in record:
+            el_tag: Any = el.tag
+            if expected < width and el_tag == tags[expected]:
+                index = expected
+            else:
+                found = index_of.get(el_tag)
+                if found is None:
+                    if isinstance(el_tag, str):  # not a comment / processing instruction
+                        name = etree.QName(el).localname
+                        if extra is None:
+                            extra = {}
+                        extra[name] = el.text or ""
+                        unknown.add(name)
+                    continue
+                index = found
+            expected = index + 1
+            kind = kinds[index]
+            text = el.text
+            if kind == _TEXT:
+                values[index] = text if text is not None else ""
+                continue
+            try:
+                if kind == _INT:
+                    values[index] = int(text)
+                else:
+                    stamp = fromiso(text)
+                    if stamp.tzinfo is None:
+                        raise _bad_value(dt, token, el, "no UTC offset; refusing to guess a zone")
+                    values[index] = (
+                        None if kind == _VALID_TO and stamp.year >= _OPEN_ENDED_YEAR else stamp
+                    )
+            except (TypeError, ValueError) as exc:
+                if text is None or not text.strip():
+                    continue  # an empty number/date is the pre-2013 rendering of NULL
+                raise _bad_value(dt, token, el, str(exc)) from None
+        entries.append(Entry(token, order[1], modified_at, tuple(values), extra))
+
+    if len(entries) > wire.MAX_RECORDS:
+        raise MalformedResponse(
+            f"{dt.key}: the server sent {len(entries)} records, more than the protocol's"
+            f" {wire.MAX_RECORDS}; refusing the page"
+        )
+    return Page(entries, frozenset(unknown))
+
+
+def parse_feed(xml: bytes, dt: Datatype, *, offset: str | None = None) -> Page:
+    """Parse a bare `atom:feed` document (as in the KRS response body) for datatype `dt`.
+
+    `offset`, when given, is the token the page was asked after: every entry must come after it.
+    """
+    root = parse_xml(xml, f"KRS feed for {dt.key}")
+    if root.tag != _FEED:
+        raise MalformedResponse(
+            f"{dt.key}: expected an atom:feed ({_FEED}), got {_describe_tag(root.tag)}"
+        )
+    return _parse_feed_element(root, dt, offset)
+
+
+def _local_children(parent: etree._Element) -> dict[str, etree._Element]:
+    # faultcode/faultstring/detail are unqualified in SOAP 1.1, but tolerate qualified ones.
+    found: dict[str, etree._Element] = {}
+    for child in parent:
+        if isinstance(child.tag, str):
+            found.setdefault(etree.QName(child).localname, child)
+    return found
+
+
+def fault_error(fault: etree._Element, dt: Datatype, offset: str | None = None) -> KrsError:
+    """The typed error for a `soapenv:Fault` element (krs-protocol §5)."""
+    parts = _local_children(fault)
+    faultcode = (parts["faultcode"].text or "").strip() if "faultcode" in parts else ""
+    faultstring = (parts["faultstring"].text or "").strip() if "faultstring" in parts else ""
+    detail = parts.get("detail")
+    if detail is not None:
+        # Extra children (e.g. the JAX-WS stack trace) are ignored on purpose.
+        for child in detail.iter(_KRS_FAULT, _DGWS_FAULT):
+            code = (child.text or "").strip()
+            if child.tag == _KRS_FAULT:
+                return ReplicationFault(
+                    code, key=dt.key, offset=offset or "", faultstring=faultstring
+                )
+            return DgwsFault(code, key=dt.key, faultstring=faultstring)
+    return SoapFault(faultcode or "(none)", faultstring, key=dt.key)
+
+
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _http_error(status: int, dt: Datatype) -> TransportError:
+    if status == 404:
+        text = (
+            f"KRS answered HTTP 404 for {dt.key}: no service at that address; check"
+            f" SORSYNC_KRS_URL (it should end in {wire.SERVICE_PATH})"
+        )
+    elif status in (401, 403, 407):
+        text = (
+            f"KRS answered HTTP {status} for {dt.key} without a SOAP fault: a proxy or firewall"
+            " refused the call; check network access to NSP"
+        )
+    else:
+        text = f"KRS answered HTTP {status} for {dt.key} without a SOAP answer"
+        if status in _TRANSIENT_STATUS:
+            text += "; the server is busy or restarting — retrying later usually helps"
+    return TransportError(text, transient=status in _TRANSIENT_STATUS, status=status)
+
+
+def parse_response(body: bytes, status: int, dt: Datatype, *, offset: str | None = None) -> Page:
+    """Turn one HTTP answer of `replicate` into a Page, or raise the matching KrsError.
+
+    Faults (HTTP 500 with a SOAP Fault) become ReplicationFault / DgwsFault / SoapFault; other
+    HTTP errors TransportError; anything else unexpected MalformedResponse.
+    """
+    what = f"KRS answer for {dt.key} (HTTP {status})"
+    try:
+        root = parse_xml(body, what)
+    except MalformedResponse:
+        if status != 200:
+            raise _http_error(status, dt) from None
+        raise
+    soap_body = None
+    if root.tag == _ENVELOPE:
+        for child in root:
+            if child.tag == _BODY:
+                soap_body = child
+                break
+    if soap_body is None:
+        if status != 200:
+            raise _http_error(status, dt)
+        raise MalformedResponse(
+            f"{what} is XML but not a SOAP 1.1 envelope (root {_describe_tag(root.tag)})"
+        )
+    payload = next((c for c in soap_body if isinstance(c.tag, str)), None)
+    if payload is not None and payload.tag == _FAULT:
+        raise fault_error(payload, dt, offset)
+    if status != 200:
+        raise _http_error(status, dt)
+    if payload is None or payload.tag != _RESPONSE:
+        got = "nothing" if payload is None else _describe_tag(payload.tag)
+        raise MalformedResponse(f"{what}: expected {_RESPONSE} in the SOAP body, got {got}")
+    feed = next((c for c in payload if isinstance(c.tag, str)), None)
+    if feed is None or feed.tag != _FEED:
+        got = "nothing" if feed is None else _describe_tag(feed.tag)
+        raise MalformedResponse(f"{what}: ReplicationResponse holds no atom:feed (got {got})")
+    return _parse_feed_element(feed, dt, offset)

@@ -1,0 +1,286 @@
+"""The KRS `replicate` client: one call = one page of at most 2000 records.
+
+zeep builds the ReplicationRequest from the packaged WSDL (so the body follows the contract) and
+owns the requests session and its timeouts; the envelope around it is assembled as bytes so the
+STS-signed ID card goes out exactly as issued (see envelope.py). The answer is parsed by
+`feed.parse_response`, which turns faults into typed errors. Retrying transient errors is the
+caller's job (the sync engine knows what a page means); this client only renews an expired ID
+card once and repeats that call.
+
+One client per thread: a requests session is not meant to be shared between threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import zeep
+from lxml import etree
+from urllib3.exceptions import ReadTimeoutError
+from zeep.exceptions import Error as ZeepError
+from zeep.transports import Transport
+
+from sorsync import __version__
+from sorsync.datatypes import Datatype
+from sorsync.krs import wire
+from sorsync.krs.envelope import SecurityProvider, build_envelope, created_timestamp
+from sorsync.krs.errors import DgwsFault, KrsError, MalformedResponse, TransportError
+from sorsync.krs.feed import Page, parse_response
+from sorsync.krs.wsdl import request_schema, wsdl_path
+from sorsync.logs import get_logger
+
+if TYPE_CHECKING:
+    from sorsync.config import Settings
+
+log = get_logger(__name__)
+
+# Far above any real page (2000 records are a few MB); stops a runaway answer eating memory.
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+_CHUNK = 1 << 16
+_HEADERS = {
+    "Content-Type": "text/xml; charset=utf-8",
+    "SOAPAction": wire.SOAP_ACTION,
+    "Accept": "text/xml",
+}
+
+
+def safe_url(url: str) -> str:
+    """The URL without user:password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class KrsClient:
+    """Calls `replicate` on one KRS endpoint (NSP or the simulator)."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 60, security: SecurityProvider | None = None
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"KRS URL must be http(s)://host/…, got {safe_url(url)!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be above 0 seconds, got {timeout!r}")
+        self.url = url
+        self.timeout = float(timeout)
+        self.security = security
+        # One DGWS flow per client (a sync run); quote it to NSP support when asking about calls.
+        self.flow_id = str(uuid.uuid4())
+        self._session = requests.Session()
+        # timeout covers loading WSDL/XSD, operation_timeout every call (connect and each read);
+        # zeep's default operation_timeout is None = wait forever.
+        self._transport = Transport(  # type: ignore[no-untyped-call]
+            session=self._session, timeout=self.timeout, operation_timeout=self.timeout
+        )
+        self._session.headers["User-Agent"] = f"sorsync/{__version__}"
+        self._zeep = zeep.Client(  # type: ignore[no-untyped-call]
+            str(wsdl_path()),
+            transport=self._transport,
+            settings=zeep.Settings(strict=True, xml_huge_tree=True),
+        )
+        self._service = self._zeep.service
+
+    def __repr__(self) -> str:
+        return f"KrsClient({safe_url(self.url)!r}, timeout={self.timeout}, flow_id={self.flow_id})"
+
+    # --- lifecycle ---
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> KrsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- the operation ---
+
+    def request_body(self, dt: Datatype, offset: str, max_records: int) -> bytes:
+        """The serialised krs:ReplicationRequest, built by zeep and checked against the XSD."""
+        try:
+            envelope: Any = self._zeep.create_message(  # type: ignore[no-untyped-call]
+                self._service,
+                "replicate",
+                register=dt.register,
+                datatype=dt.datatype,
+                version=dt.version,
+                offset=offset,
+                maxRecords=max_records,
+            )
+        except ZeepError as exc:
+            raise ValueError(f"cannot build a ReplicationRequest for {dt.key}: {exc}") from None
+        body = envelope.find(f"{{{wire.NS_SOAP}}}Body")
+        request = body[0]
+        schema = request_schema()
+        if not schema.validate(request):
+            problem = (str(schema.error_log).strip().splitlines() or ["?"])[-1]
+            raise ValueError(f"ReplicationRequest for {dt.key} breaks the KRS schema: {problem}")
+        # Detached copy without the envelope's namespace declarations zeep left in scope.
+        detached = copy.deepcopy(request)
+        etree.cleanup_namespaces(detached)
+        return etree.tostring(detached, encoding="UTF-8", xml_declaration=False)
+
+    def replicate(self, dt: Datatype, offset: str, max_records: int) -> Page:
+        """The records of `dt` after token `offset`, at most `max_records` (1..2000) of them.
+
+        An empty page means caught up. Raises a KrsError subclass on any failure.
+        """
+        if (
+            isinstance(max_records, bool)
+            or not isinstance(max_records, int)
+            or not 1 <= max_records <= wire.MAX_RECORDS
+        ):
+            raise ValueError(
+                f"max_records must be an integer from 1 to {wire.MAX_RECORDS}, got {max_records!r}"
+            )
+        body = self.request_body(dt, offset, max_records)
+        renewed = False
+        while True:
+            assertion = self.security.assertion() if self.security is not None else None
+            message_id = str(uuid.uuid4())
+            envelope = build_envelope(
+                body,
+                assertion=assertion,
+                message_id=message_id,
+                flow_id=self.flow_id,
+                created=created_timestamp(),
+            )
+            started = time.perf_counter()
+            status, content = self._post(envelope, dt)
+            try:
+                page = parse_response(content, status, dt, offset=offset)
+            except DgwsFault as fault:
+                if fault.code == "expired_idcard" and self.security is not None and not renewed:
+                    log.warning(
+                        "krs.card_expired_renewing",
+                        datatype=dt.key,
+                        message_id=message_id,
+                        flow_id=self.flow_id,
+                    )
+                    self.security.renew()
+                    renewed = True
+                    continue
+                raise
+            log.debug(
+                "krs.replicate",
+                datatype=dt.key,
+                offset=offset,
+                records=len(page),
+                bytes=len(content),
+                seconds=round(time.perf_counter() - started, 3),
+                message_id=message_id,
+                flow_id=self.flow_id,
+            )
+            return page
+
+    def _post(self, envelope: bytes, dt: Datatype) -> tuple[int, bytes]:
+        where = safe_url(self.url)
+        limit = f"{self.timeout:g} s (SORSYNC_KRS_TIMEOUT)"
+        deadline = time.monotonic() + self.timeout
+        try:
+            with self._session.post(
+                self.url,
+                data=envelope,
+                headers=_HEADERS,
+                timeout=(self.timeout, self.timeout),
+                stream=True,
+            ) as response:
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_content(_CHUNK):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise MalformedResponse(
+                            f"KRS answer for {dt.key} exceeds {MAX_RESPONSE_BYTES} bytes; refused"
+                        )
+                    # The read timeout is per socket read; this bounds the whole answer.
+                    if time.monotonic() > deadline:
+                        raise TransportError(
+                            f"KRS at {where} did not finish answering {dt.key} within {limit};"
+                            " the server or network is slow — retrying later usually helps"
+                        )
+                return response.status_code, b"".join(chunks)
+        except KrsError:
+            raise
+        except requests.exceptions.ConnectTimeout:
+            raise TransportError(
+                f"could not connect to KRS at {where} within {limit}: check SORSYNC_KRS_URL and"
+                " the network path (firewall, VPN, Sundhedsdatanet)"
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            raise TransportError(
+                f"KRS at {where} did not answer {dt.key} within {limit}; the server is slow or"
+                " hung — retrying later usually helps (or raise SORSYNC_KRS_TIMEOUT)"
+            ) from None
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            raise TransportError(
+                f"the connection to KRS at {where} broke off in the middle of the answer for"
+                f" {dt.key} ({type(exc).__name__}); retrying later usually helps"
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            if any(isinstance(arg, ReadTimeoutError) for arg in exc.args):
+                raise TransportError(
+                    f"KRS at {where} stopped sending the answer for {dt.key} for longer than"
+                    f" {limit}; retrying later usually helps"
+                ) from None
+            raise TransportError(
+                f"could not talk to KRS at {where} ({_reason(exc)}): the connection was refused"
+                " or reset; check that the service is up and SORSYNC_KRS_URL is right"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(
+                f"request to KRS at {where} failed: {type(exc).__name__}", transient=False
+            ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's class name, e.g. ConnectionResetError (messages may carry URLs)."""
+    inner: BaseException = exc
+    seen = 0
+    while seen < 10:
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None:
+            for arg in inner.args:
+                if isinstance(arg, BaseException):
+                    nxt = arg
+                    break
+        if nxt is None:
+            break
+        inner = nxt
+        seen += 1
+    return type(inner).__name__
+
+
+def client_from_settings(
+    settings: Settings, url: str, *, security: SecurityProvider | None = None
+) -> KrsClient:
+    """A client for `url` with SORSYNC_KRS_TIMEOUT and the configured ID card source.
+
+    The card source comes from `sorsync.dgws.security_from_settings` (SORSYNC_IDCARD_FILE →
+    FileIdCard, SORSYNC_STS_URL → the STS provider, neither → no card) unless given.
+    """
+    if security is None:
+        from sorsync.dgws import security_from_settings  # lazy: keeps STS code off the import path
+
+        security = security_from_settings(settings)
+    return KrsClient(url, timeout=settings.krs_timeout, security=security)
