@@ -1,3 +1,301 @@
-"""Commands: see design.md §4. (Being built.)"""
+"""`sorsync sync` (one delta or full run) and `sorsync status` (where the replica stands)."""
 
 from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from sqlalchemy import Engine, make_url
+from sqlalchemy.exc import DBAPIError
+
+from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, app
+from sorsync.config import ConfigError, Settings, get_settings
+from sorsync.datatypes import DATATYPES, Datatype
+from sorsync.logs import configure
+
+if TYPE_CHECKING:
+    from sorsync.sync.engine import Kind
+
+PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+
+
+def _datatypes(settings: Settings, keys: list[str] | None) -> list[Datatype]:
+    if not keys:
+        return list(settings.datatypes)
+    unknown = [k for k in keys if k not in DATATYPES]
+    if unknown:
+        raise _fail(
+            f"unknown datatype {', '.join(unknown)}; known: {', '.join(DATATYPES)}", EXIT_CONFIG
+        )
+    return [DATATYPES[k] for k in dict.fromkeys(keys)]
+
+
+@contextmanager
+def _database() -> Iterator[Engine]:
+    """An engine on a database at the migrations' head, or a one-line exit."""
+    from sorsync.db import migrate
+    from sorsync.db.connect import database_url
+    from sorsync.db.engine import make_engine
+
+    # Alembic's MigrationContext announces itself at INFO on every revision check.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    url = database_url()
+    where = make_url(url).render_as_string(hide_password=True)
+    engine = make_engine(url, pool=False, application_name="sorsync-cli")
+    try:
+        try:
+            current, head = migrate.current_revision(engine), migrate.head_revision()
+        except DBAPIError as exc:
+            first = str(exc.orig or exc).strip().splitlines()[0]
+            raise _fail(
+                f"cannot reach PostgreSQL at {where} ({first}); check SORSYNC_DATABASE_URL and"
+                " that the server is running",
+                EXIT_FAILED,
+            ) from None
+        if current != head:
+            raise _fail(
+                f"the database schema is at revision {current or 'none'}, sorsync needs {head}:"
+                " run `sorsync db upgrade` first",
+                EXIT_CONFIG,
+            )
+        yield engine
+    finally:
+        engine.dispose()
+
+
+class _Progress:
+    """Progress on stderr: a live display on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.tty = sys.stderr.isatty()
+        self._live: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._last_line = 0.0
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._live = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description:<24}"),
+                BarColumn(),  # pulses: KRS does not say how many records will come
+                TextColumn("{task.completed:>9,.0f} records"),
+                TextColumn("{task.fields[pages]:>5} pages"),
+                TextColumn("{task.fields[phase]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._live.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def __call__(self, p: Any) -> None:
+        if self._live is not None:
+            task = self._tasks.get(p.key)
+            if task is None:
+                task = self._tasks[p.key] = self._live.add_task(
+                    p.key, total=None, pages=0, phase=""
+                )
+            phase = {"load": "", "swap": "applying", "done": "done", "failed": "FAILED"}[p.phase]
+            finished = p.phase in ("done", "failed")
+            self._live.update(
+                task,
+                completed=p.records,
+                pages=p.pages,
+                phase=phase,
+                total=p.records if finished else None,
+            )
+            return
+        now = time.monotonic()
+        if p.phase != "load" or now - self._last_line >= PLAIN_PROGRESS_EVERY:
+            self._last_line = now
+            state = {"load": "loading", "swap": "applying", "done": "done", "failed": "failed"}
+            typer.echo(
+                f"{self.kind} sync {p.key}: {state[p.phase]}, {p.records} records, {p.pages} pages",
+                err=True,
+            )
+
+
+def _summary(result: Any, source: str) -> str:
+    lines = [
+        f"{result.kind} sync {result.status}: run {result.run_id}, {result.records} records in"
+        f" {result.pages} pages, {result.seconds:.1f} s (from {source})"
+    ]
+    for d in result.datatypes:
+        detail = f"{d.records} records, {d.inserted} new, {d.updated} changed"
+        if result.kind == "full":
+            detail += f", {d.deleted} removed"
+        lines.append(f"  {d.key:<24} {d.status:<8} {detail}, {d.seconds:.1f} s")
+        if d.reconciliation is not None:
+            lines.append(f"  {'':<24} reconciliation: {d.reconciliation.summary()}")
+            for which, pids in d.reconciliation.examples.items():
+                lines.append(f"  {'':<24}   e.g. {which}: PIDs {', '.join(map(str, pids))}")
+        if d.unknown_elements:
+            lines.append(
+                f"  {'':<24} unknown elements kept in column extra: "
+                + ", ".join(d.unknown_elements)
+            )
+    return "\n".join(lines)
+
+
+@app.command("sync")
+def sync_command(
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Replay everything from token 0 into shadow tables, then apply it in one"
+            " transaction and report the differences (reconciliation).",
+        ),
+    ] = False,
+    datatype: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--datatype",
+            metavar="register/datatype/vN",
+            help="Sync only this datatype (repeatable). Default: SORSYNC_KRS_DATATYPES.",
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Run one sync: a delta (continue from the stored token) or --full.
+
+    Exit status: 0 ok, 1 failed, 2 configuration problem, 75 another sync is running.
+    """
+    interactive = sys.stderr.isatty()
+    configure(level="WARNING" if interactive else "INFO")
+    # SIGTERM (systemd, Kubernetes) ends the run like Ctrl-C: the page in flight rolls back and
+    # the run is recorded as interrupted instead of being left "running".
+    signal.signal(signal.SIGTERM, _interrupt)
+    settings = _settings()
+    dts = _datatypes(settings, datatype)
+    kind: Kind = "full" if full else "delta"
+
+    from sorsync.db.locks import LockHeld
+    from sorsync.sync.engine import sync
+    from sorsync.sync.service import SourceError, krs_source
+
+    with _database() as engine:
+        try:
+            with krs_source(settings) as source, _Progress(kind) as progress:
+                result = sync(
+                    engine,
+                    source.client,
+                    dts,
+                    kind=kind,
+                    page_size=settings.krs_page_size,
+                    on_progress=progress,
+                )
+        except SourceError as exc:
+            raise _fail(str(exc), EXIT_CONFIG) from None
+        except LockHeld:
+            raise _fail(
+                "another sorsync sync is running (it holds the sync lock); nothing was done —"
+                " try again when it has finished",
+                EXIT_LOCKED,
+            ) from None
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        typer.echo(_summary(result, source.description))
+    if not result.ok:
+        hint = (
+            "this looks temporary: run the sync again later"
+            if result.transient
+            else "fix the cause, then run the sync again"
+        )
+        raise _fail(
+            f"sync failed: {result.error} (the replica and its token stay at the last committed"
+            f" page; {hint})",
+            EXIT_FAILED,
+        )
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+@app.command("status")
+def status_command(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the status as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Show per datatype: token, last success, rows, last error; and the data's age."""
+    configure(level="WARNING")
+    settings = _settings()
+    from sorsync.sync.status import status
+
+    with _database() as engine:
+        report = status(engine, settings)
+    if json_output:
+        typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    freshness = "STALE" if report.stale else "fresh"
+    lines = [
+        f"data age: {_age(report.data_age_seconds)} ({freshness}; stale after"
+        f" {_age(report.stale_after_seconds)})"
+    ]
+    if report.data_age_seconds is None:
+        lines[0] += " — run `sorsync sync` (or `sorsync sync --full`)"
+    lines.append(f"{'datatype':<24} {'rows':>9}  {'last success':<25} {'token':<21} last error")
+    for d in report.datatypes:
+        success = d.last_success_at.isoformat(timespec="seconds") if d.last_success_at else "-"
+        lines.append(
+            f"{d.key:<24} {d.rows:>9}  {success:<25} {d.token or '-':<21} {d.last_error or '-'}"
+        )
+    if report.last_run is not None:
+        run = report.last_run
+        lines.append(
+            f"last run: #{run.id} {run.kind} {run.status}, started"
+            f" {run.started_at.isoformat(timespec='seconds')}, {run.records} records"
+            + (f" — {run.error}" if run.error else "")
+        )
+    typer.echo("\n".join(lines))

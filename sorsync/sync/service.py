@@ -1,0 +1,157 @@
+"""Running a sync from configuration: the KRS source, the engine call, and failure as an exception.
+
+Used by `sorsync sync`, `sorsync run` (`sync_if_empty`) and the scheduler (`run_or_raise`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, text
+
+from sorsync.config import Settings
+from sorsync.datatypes import Datatype
+from sorsync.db.engine import make_engine
+from sorsync.db.locks import LockHeld
+from sorsync.logs import get_logger
+from sorsync.sync.engine import Kind, ProgressCallback, RunResult, sync
+from sorsync.sync.pages import PageSource
+
+if TYPE_CHECKING:
+    from sorsync.simulator.server import SimulatorHandle
+
+BUILT_IN = "the built-in KRS simulator with fictive demo data"
+
+
+class SourceError(Exception):
+    """The KRS source cannot be set up (bad URL, ID card configuration, simulator data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    client: PageSource
+    description: str  # for people: the URL without credentials, or "the built-in simulator…"
+
+
+@contextlib.contextmanager
+def krs_source(settings: Settings, url: str | None = None) -> Iterator[Source]:
+    """A KRS client for `url` (default SORSYNC_KRS_URL). With neither, the built-in simulator
+    serving the bundled fictive demo data runs in a background thread for the duration."""
+    from sorsync.krs.client import client_from_settings, safe_url
+    from sorsync.krs.errors import KrsError
+
+    url = url or settings.krs_url
+    handle = None
+    if url is None:
+        handle = _start_builtin_simulator()
+        url = handle.url
+        description = BUILT_IN
+    else:
+        description = safe_url(url)
+    try:
+        try:
+            client = client_from_settings(settings, url)
+        except (ValueError, KrsError) as exc:
+            raise SourceError(f"cannot set up the KRS client for {description}: {exc}") from None
+        try:
+            yield Source(client, description)
+        finally:
+            client.close()
+    finally:
+        if handle is not None:
+            handle.stop()
+
+
+def _start_builtin_simulator() -> SimulatorHandle:
+    try:
+        from sorsync.simulator.demo import (  # type: ignore[import-untyped,unused-ignore]
+            demo_snapshot_path,
+        )
+        from sorsync.simulator.importer import load_snapshot
+        from sorsync.simulator.server import serve_in_thread
+        from sorsync.simulator.store import Store
+    except ImportError as exc:  # a partial installation
+        raise SourceError(
+            f"SORSYNC_KRS_URL is not set and the built-in simulator is unavailable ({exc});"
+            " set SORSYNC_KRS_URL"
+        ) from None
+    store = Store()
+    try:
+        load_snapshot(store, demo_snapshot_path())
+    except Exception as exc:
+        raise SourceError(f"could not load the bundled demo data: {exc}") from None
+    return serve_in_thread(store)
+
+
+class SyncFailed(Exception):
+    """A run that ended `failed`; `.transient` says whether retrying later may help."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.error or "the sync run failed")
+        self.result = result
+        self.transient = result.transient
+
+
+def run_sync(
+    engine: Engine,
+    settings: Settings,
+    *,
+    kind: Kind = "delta",
+    datatypes: Sequence[Datatype] | None = None,
+    krs_url: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunResult:
+    """One run with the configured datatypes, page size and KRS. Raises LockHeld, SourceError."""
+    with krs_source(settings, krs_url) as source:
+        return sync(
+            engine,
+            source.client,
+            list(datatypes or settings.datatypes),
+            kind=kind,
+            page_size=settings.krs_page_size,
+            on_progress=on_progress,
+        )
+
+
+def run_or_raise(
+    engine: Engine, settings: Settings, kind: Kind, *, krs_url: str | None = None
+) -> RunResult:
+    """Like `run_sync`, but a failed run raises `SyncFailed` (for retrying schedulers)."""
+    result = run_sync(engine, settings, kind=kind, krs_url=krs_url)
+    if not result.ok:
+        raise SyncFailed(result)
+    return result
+
+
+def replica_is_empty(engine: Engine, datatypes: Sequence[Datatype]) -> bool:
+    with engine.connect() as conn:
+        for dt in datatypes:
+            found = conn.execute(text(f'SELECT EXISTS (SELECT 1 FROM krs."{dt.table}")'))
+            if found.scalar_one():
+                return False
+    return True
+
+
+def sync_if_empty(database_url: str, krs_url: str | None, settings: Settings) -> RunResult | None:
+    """A full sync when the replica holds no rows yet (first start); None when not needed or
+    another process is already syncing. A failed run is logged and returned, not raised: the
+    scheduler will try again."""
+    log = get_logger("sorsync.sync")
+    engine = make_engine(database_url, pool=False)
+    try:
+        if not replica_is_empty(engine, settings.datatypes):
+            return None
+        log.info("the replica is empty: running a full sync")
+        try:
+            result = run_sync(engine, settings, kind="full", krs_url=krs_url)
+        except LockHeld:
+            log.info("another process is syncing; not starting a full sync")
+            return None
+        if not result.ok:
+            log.error("the first full sync failed", error=result.error)
+        return result
+    finally:
+        engine.dispose()

@@ -1,0 +1,176 @@
+"""Where the replica stands: per datatype token, last success, rows, last error; data age.
+
+Shared by `sorsync status`, the API's `/v1/status` and the scheduler. Times come from the
+database clock so that the age does not depend on this machine's clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from sorsync.config import Settings
+from sorsync.db.models import KRS_SCHEMA
+
+
+@dataclass(frozen=True, slots=True)
+class DatatypeStatus:
+    key: str  # register/datatype/vN
+    token: str | None  # None: never synced
+    updated_at: datetime | None  # when the token last moved
+    last_success_at: datetime | None  # when a run last reached the end of the feed
+    rows: int  # rows in the replica table
+    last_error: str | None  # of the latest failed attempt; cleared by the next success
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "datatype": self.key,
+            "token": self.token,
+            "updated_at": _iso(self.updated_at),
+            "last_success_at": _iso(self.last_success_at),
+            "rows": self.rows,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    id: int
+    kind: str
+    status: str  # running | ok | failed
+    started_at: datetime
+    finished_at: datetime | None
+    pages: int
+    records: int
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "pages": self.pages,
+            "records": self.records,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    as_of: datetime  # the database's now()
+    datatypes: list[DatatypeStatus]  # the configured datatypes, in configuration order
+    # The oldest of the datatypes' last successes: all data is at least this fresh. None when
+    # some datatype has never been synced successfully.
+    last_success_at: datetime | None
+    data_age_seconds: float | None
+    stale: bool  # never synced, or data older than 2 × SORSYNC_DELTA_INTERVAL
+    stale_after_seconds: float
+    last_run: RunSummary | None
+    last_ok_run: RunSummary | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": _iso(self.as_of),
+            "last_success_at": _iso(self.last_success_at),
+            "data_age_seconds": (
+                None if self.data_age_seconds is None else round(self.data_age_seconds, 1)
+            ),
+            "stale": self.stale,
+            "stale_after_seconds": self.stale_after_seconds,
+            "datatypes": [d.to_dict() for d in self.datatypes],
+            "last_run": self.last_run.to_dict() if self.last_run else None,
+            "last_ok_run": self.last_ok_run.to_dict() if self.last_ok_run else None,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+_RUN_COLUMNS = "id, kind, status, started_at, finished_at, pages, records, error"
+
+
+def status(engine: Engine, settings: Settings) -> StatusReport:
+    """Read the sync state of the configured datatypes (a few small queries, read-only)."""
+    dts = settings.datatypes
+    stale_after = 2 * settings.delta_interval * 60.0
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT now()")).scalar_one()
+        states = {
+            (r.register, r.datatype, r.version): r
+            for r in conn.execute(
+                text(
+                    "SELECT register, datatype, version, token, updated_at, last_success_at,"
+                    " last_error FROM krs.sync_state"
+                )
+            )
+        }
+        # Exact counts: SOR tables are small (≈10⁵ rows), and estimates lag after a full sync.
+        counts = (
+            conn.execute(
+                text(
+                    " UNION ALL ".join(
+                        f'SELECT {i} AS i, count(*) AS n FROM {KRS_SCHEMA}."{dt.table}"'
+                        for i, dt in enumerate(dts)
+                    )
+                )
+            ).all()
+            if dts
+            else []
+        )
+        rows = {int(i): int(n) for i, n in counts}
+        runs = conn.execute(
+            text(f"SELECT {_RUN_COLUMNS} FROM krs.sync_run ORDER BY id DESC LIMIT 1")
+        ).all()
+        ok_runs = conn.execute(
+            text(
+                f"SELECT {_RUN_COLUMNS} FROM krs.sync_run WHERE status = 'ok'"
+                " ORDER BY id DESC LIMIT 1"
+            )
+        ).all()
+        conn.rollback()
+
+    items: list[DatatypeStatus] = []
+    for i, dt in enumerate(dts):
+        st = states.get((dt.register, dt.datatype, dt.version))
+        items.append(
+            DatatypeStatus(
+                key=dt.key,
+                token=st.token if st else None,
+                updated_at=st.updated_at if st else None,
+                last_success_at=st.last_success_at if st else None,
+                rows=rows.get(i, 0),
+                last_error=st.last_error if st else None,
+            )
+        )
+    successes = [d.last_success_at for d in items]
+    oldest = None if not successes or None in successes else min(s for s in successes if s)
+    age = None if oldest is None else max(0.0, (now - oldest).total_seconds())
+    return StatusReport(
+        as_of=now,
+        datatypes=items,
+        last_success_at=oldest,
+        data_age_seconds=age,
+        stale=age is None or age > stale_after,
+        stale_after_seconds=stale_after,
+        last_run=_run(runs[0]) if runs else None,
+        last_ok_run=_run(ok_runs[0]) if ok_runs else None,
+    )
+
+
+def _run(row: Any) -> RunSummary:
+    return RunSummary(
+        id=int(row.id),
+        kind=row.kind,
+        status=row.status,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        pages=int(row.pages),
+        records=int(row.records),
+        error=row.error,
+    )
