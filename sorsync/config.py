@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     full_cron: str = Field(default="30 3 * * *", description="a 5-field cron expression")
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535, description="a TCP port, 1 to 65535")
+    # The scheduler's Prometheus endpoint (it is a separate process from the API); binds
+    # SORSYNC_API_HOST. 0 turns it off.
+    metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="a TCP port, 1 to 65535, or 0 for off"
+    )
     test_database_url: str | None = None
 
     @field_validator("krs_datatypes", mode="before")

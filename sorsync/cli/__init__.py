@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from sorsync.cli import db, generate, run, serve, simulator, sync  # noqa: F401 - registers commands
+from sorsync.cli import (  # noqa: F401 - registers commands
+    db,
+    generate,
+    grants,
+    run,
+    scheduler,
+    serve,
+    simulator,
+    sync,
+)
 from sorsync.cli.app import EXIT_CONFIG, app
 from sorsync.config import ConfigError
 

