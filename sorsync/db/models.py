@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Identity,
+    Index,
     Integer,
     MetaData,
     Table,
@@ -70,6 +71,40 @@ def replica_table(dt: Datatype, *, name: str | None = None, meta: MetaData = met
 
 
 REPLICA_TABLES: dict[str, Table] = {key: replica_table(dt) for key, dt in DATATYPES.items()}
+
+# Columns the API looks units up by (SOR id, EAN, SHAK/ydernummer, parent links); migration 0002.
+LOOKUP_COLUMNS = (
+    "sor_nummer",
+    "ean_lokationsnummer",
+    "nummer",
+    "overafdeling_sor_nummer",
+    "underlagt_sygehus_sor_nummer",
+    "praksis_sor_nummer",
+)
+
+
+def lookup_indexes(table: Table) -> list[Index]:
+    """Add the lookup indexes of migration 0002 to `table` (named after it): a btree per lookup
+    column it has and a trigram GIN index on `navn` for name search."""
+    indexes = [
+        Index(f"ix_{table.name}_{column}", table.c[column])
+        for column in LOOKUP_COLUMNS
+        if column in table.c
+    ]
+    if "navn" in table.c:
+        indexes.append(
+            Index(
+                f"ix_{table.name}_navn_trgm",
+                table.c.navn,
+                postgresql_using="gin",
+                postgresql_ops={"navn": "gin_trgm_ops"},
+            )
+        )
+    return indexes
+
+
+for _table in REPLICA_TABLES.values():
+    lookup_indexes(_table)
 
 
 class SyncState(Base):

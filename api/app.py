@@ -1,0 +1,135 @@
+"""The FastAPI application factory (`uvicorn --factory api.app:create_app`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+import sorsync
+from api import problems
+from api.database import Database
+from api.metrics import MetricsMiddleware, make_metrics
+from api.problems import FHIR_JSON, PROBLEM_JSON
+from api.routes import fhir, health, shak, sor, status, units
+from api.schemas import Problem
+from sorsync.config import Settings
+from sorsync.logs import configure
+
+DESCRIPTION = """\
+Lookups in the SOR replica (the Danish healthcare organisation register) **as of a date**:
+SHAK → SOR, SOR unit with parent chain, ydernummer, EAN/GLN, search, batch resolution, and
+FHIR R4 Organization (DK Core).
+
+* `date` is ISO `YYYY-MM-DD`, default today in Europe/Copenhagen. Validity is half-open: a
+  version is valid on D when `valid_from <= D < valid_to` (`valid_to` null = open).
+* SOR ids, GLNs, ydernumre and SHAK codes are JSON strings.
+* Errors are RFC 9457 `application/problem+json` with `type` under
+  `https://sorsync.dev/problems/` (FHIR routes answer `OperationOutcome`).
+* GET lookups carry an `ETag` (data version + request) and `Cache-Control: public,
+  max-age=300`; send `If-None-Match` to get `304 Not Modified`.
+"""
+
+OPENAPI_TAGS = [
+    {"name": "SHAK", "description": "SHAK code → SOR units (1:N on a date), single or batch."},
+    {"name": "SOR", "description": "A SOR unit on a date with ancestors and children; history."},
+    {"name": "Units", "description": "Ydernummer and EAN/GLN lookups; search."},
+    {"name": "Status", "description": "Replica status and data age."},
+    {"name": "FHIR", "description": "HL7 FHIR R4 Organization, DK Core profile."},
+]
+
+_OPERATION_OUTCOME_SCHEMA = {
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"const": "OperationOutcome"},
+        "issue": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+    },
+}
+
+
+def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Point every error response at the shape the handlers really send: Problem under
+    application/problem+json, OperationOutcome under application/fhir+json. FastAPI's own 422
+    entry (HTTPValidationError as application/json) is replaced the same way."""
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for path, item in schema.get("paths", {}).items():
+        fhir_path = path.startswith("/fhir")
+        for operation in item.values():
+            for code, response in operation.get("responses", {}).items():
+                if code[0] not in "45":
+                    continue
+                if fhir_path:
+                    response["content"] = {FHIR_JSON: {"schema": _OPERATION_OUTCOME_SCHEMA}}
+                else:
+                    response["content"] = {PROBLEM_JSON: {"schema": problem_ref}}
+                if code == "422":
+                    response["description"] = "Malformed input (see `type`)."
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in components["Problem"].pop("$defs", {}).items():
+        components[name] = sub
+    return schema
+
+
+def create_app(
+    settings: Settings | None = None, *, database_url: str | None = None, version_ttl: float = 1.0
+) -> FastAPI:
+    """Build the API. The database is `database_url`, else `settings.database_url`, else
+    `sorsync.db.connect.database_url()` (settings from the environment, or embedded).
+    `version_ttl` is how long the data version (ETag basis) is cached, in seconds."""
+    if not logging.getLogger().handlers:
+        configure()  # a uvicorn worker process: nobody has set up logging yet
+    url = database_url or (settings.database_url if settings else None)
+    db = Database(url, version_ttl=version_ttl)
+    metrics = make_metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Create the engine (and start an embedded server if that is the configuration) before
+        # the first request; connecting is left to the pool, so a database that is down at
+        # start-up only makes /readyz say so.
+        await anyio.to_thread.run_sync(lambda: db.engine)
+        try:
+            yield
+        finally:
+            db.dispose()
+
+    app = FastAPI(
+        title="sorsync",
+        version=getattr(sorsync, "__version__", "0.1.0"),
+        summary="SOR lookups as of a date: SHAK → SOR, units, ydernumre, GLNs, FHIR.",
+        description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        lifespan=lifespan,
+    )
+    app.state.db = db
+    app.state.settings = settings
+    app.state.metrics = metrics
+    problems.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for module in (shak, sor, units, status, fhir, health):
+        app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            app.openapi_schema = _document_errors(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

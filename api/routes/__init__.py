@@ -1,0 +1,1 @@
+"""Route modules; each defines `router`, included by api.app.create_app."""

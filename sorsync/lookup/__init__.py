@@ -1,0 +1,51 @@
+"""Read-side queries over the SOR replica (used by the API; no module here imports `api`)."""
+
+from sorsync.lookup.status import (
+    NO_VERSION,
+    DataVersion,
+    data_version,
+)
+from sorsync.lookup.units import (
+    COPENHAGEN,
+    KINDS,
+    SearchPage,
+    Unit,
+    UnitTree,
+    by_ean,
+    by_shak,
+    by_ydernummer,
+    day_start,
+    history,
+    local_date,
+    resolve_shak,
+    search,
+    sor_id_known,
+    today,
+    unit,
+    unit_tree,
+    ydernummer_variants,
+)
+
+__all__ = [
+    "COPENHAGEN",
+    "KINDS",
+    "NO_VERSION",
+    "DataVersion",
+    "SearchPage",
+    "Unit",
+    "UnitTree",
+    "by_ean",
+    "by_shak",
+    "by_ydernummer",
+    "data_version",
+    "day_start",
+    "history",
+    "local_date",
+    "resolve_shak",
+    "search",
+    "sor_id_known",
+    "today",
+    "unit",
+    "unit_tree",
+    "ydernummer_variants",
+]
