@@ -41,8 +41,13 @@ def verhoeff_check_digit(digits: str) -> int:
     return _INV[c]
 
 
+def _digits(value: str) -> bool:
+    # str.isdigit() also accepts non-ASCII digits such as "²" or Arabic-Indic ones.
+    return value.isascii() and value.isdigit()
+
+
 def verhoeff_valid(number: str) -> bool:
-    if not number.isdigit():
+    if not _digits(number):
         return False
     c = 0
     for i, ch in enumerate(reversed(number)):
@@ -52,7 +57,7 @@ def verhoeff_valid(number: str) -> bool:
 
 SOR_NAMESPACE = "1000016"
 SOR_PARTITION = "00"
-_SOR_ID = re.compile(r"^[1-9][0-9]{0,7}" + SOR_NAMESPACE + SOR_PARTITION + r"[0-9]$")
+_SOR_ID = re.compile(r"[1-9][0-9]{0,7}" + SOR_NAMESPACE + SOR_PARTITION + r"[0-9]")
 
 
 def make_sor_id(sequence: int) -> str:
@@ -65,20 +70,20 @@ def make_sor_id(sequence: int) -> str:
 
 def sor_id_problem(value: str) -> str | None:
     """None when `value` is a valid SOR id, else what is wrong with it (for a person)."""
-    if not value.isdigit() or not 11 <= len(value) <= 18:
+    if not _digits(value) or not 11 <= len(value) <= 18:
         return "a SOR id is 11 to 18 digits"
-    if not _SOR_ID.match(value):
+    if not _SOR_ID.fullmatch(value):
         return "a SOR id ends in namespace 1000016, partition 00 and a check digit"
     if not verhoeff_valid(value):
         return "the SOR id's Verhoeff check digit is wrong"
     return None
 
 
-_SHAK = re.compile(r"^[0-9A-Z]{4}(?:[0-9A-Z]{2}[0-9A-Z]?)?$")
+_SHAK = re.compile(r"[0-9A-Z]{4}(?:[0-9A-Z]{2}[0-9A-Z]?)?")
 
 
 def shak_problem(value: str) -> str | None:
-    if not _SHAK.match(value):
+    if not _SHAK.fullmatch(value):
         return "a SHAK code is 4, 6 or 7 characters of 0-9 and A-Z"
     return None
 
@@ -90,24 +95,24 @@ def gs1_check_digit(digits: str) -> int:
 
 
 def make_gln(body12: str) -> str:
-    if len(body12) != 12 or not body12.isdigit():
+    if len(body12) != 12 or not _digits(body12):
         raise ValueError("a GLN body is 12 digits")
     return body12 + str(gs1_check_digit(body12))
 
 
 def gln_problem(value: str) -> str | None:
-    if len(value) != 13 or not value.isdigit():
+    if len(value) != 13 or not _digits(value):
         return "a GLN (EAN location number) is 13 digits"
     if gs1_check_digit(value[:12]) != int(value[12]):
         return "the GLN's GS1 check digit is wrong"
     return None
 
 
-_YDER = re.compile(r"^[0-9]{1,9}$")
+_YDER = re.compile(r"[0-9]{1,9}")
 
 
 def ydernummer_problem(value: str) -> str | None:
-    if not _YDER.match(value):
+    if not _YDER.fullmatch(value):
         return "a ydernummer is 1 to 9 digits"
     return None
 

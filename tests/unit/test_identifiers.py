@@ -82,3 +82,14 @@ def test_ydernummer() -> None:
     assert ids.normalise_ydernummer("000") == "0"
     assert ids.ydernummer_problem("019062") is None
     assert ids.ydernummer_problem("19 62") is not None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["²" * 13, "٣٤٧٨١١٠٠٠٠١٦٠٠٤", "347811000016004\n", "2529\n", "019062\n", "5790000173624\n"],
+)
+def test_non_ascii_digits_and_trailing_newlines_are_rejected(value: str) -> None:
+    assert ids.sor_id_problem(value) is not None
+    assert ids.gln_problem(value) is not None
+    assert ids.shak_problem(value) is not None
+    assert ids.ydernummer_problem(value) is not None
