@@ -68,6 +68,15 @@ def simulator(
             help="Address to bind. The admin endpoints have no authentication: keep it on loopback."
         ),
     ] = "127.0.0.1",
+    enforce: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--enforce",
+            metavar="CVR",
+            help="Enforce DGWS like NSP: start a test STS and accept only level-3 ID cards it"
+            " signed, for these CVRs (repeatable), each allowed every served datatype.",
+        ),
+    ] = None,
 ) -> None:
     """Run a local stand-in for NSP's KopiRegisterService (KRS) serving SOR data.
 
@@ -107,8 +116,17 @@ def simulator(
     # which would otherwise stall a page now and then (~80 ms per million rows).
     gc.collect()
     gc.freeze()
+    sts_handle = None
+    enforcer = None
+    if enforce:
+        from sorsync.simulator.enforce import make_enforcer
+        from sorsync.simulator.sts import serve_sts_in_thread
+
+        sts_handle = serve_sts_in_thread(host=host)
+        served = set(store.tables)
+        enforcer = make_enforcer([sts_handle.cert], dict.fromkeys(enforce, served))
     try:
-        server = serve(store, host=host, port=port)
+        server = serve(store, host=host, port=port, enforce=enforcer)
     except OSError as exc:
         typer.echo(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port", err=True
@@ -120,6 +138,11 @@ def simulator(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     typer.echo(LISTENING.format(url=server.url))
+    if sts_handle is not None:
+        typer.echo(
+            f"test STS listening on {sts_handle.url}"
+            f" (enforcing DGWS for CVR {', '.join(enforce or [])})"
+        )
     sys.stdout.flush()
     try:
         server.serve_forever(poll_interval=0.2)
@@ -128,4 +151,6 @@ def simulator(
     finally:
         server.close_connections()
         server.server_close()
+        if sts_handle is not None:
+            sts_handle.stop()
         log.info("simulator stopped")
