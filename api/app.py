@@ -87,6 +87,8 @@ def create_app(
     `version_ttl` is how long the data version (ETag basis) is cached, in seconds."""
     if not logging.getLogger().handlers:
         configure()  # a uvicorn worker process: nobody has set up logging yet
+    # /readyz asks Alembic for the schema revision; its per-call INFO lines are noise here.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     url = database_url or (settings.database_url if settings else None)
     db = Database(url, version_ttl=version_ttl)
     metrics = make_metrics()
