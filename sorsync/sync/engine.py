@@ -691,8 +691,7 @@ def describe_error(dt: Datatype, exc: BaseException) -> tuple[str, bool]:
         message = str(exc)
     elif isinstance(exc, psycopg.OperationalError):
         message = (
-            f"lost PostgreSQL while storing {dt.key} ({_first_line(exc)}); the replica and the"
-            " token stay at the last committed page — check the database, then sync again"
+            f"lost PostgreSQL while storing {dt.key} ({_first_line(exc)}) — check the database"
         )
         transient = True
     elif isinstance(exc, psycopg.Error):
