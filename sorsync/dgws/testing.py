@@ -27,25 +27,35 @@ def make_system_certificate(
     valid_from: datetime | None = None,
     valid_for: timedelta = timedelta(days=365),
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     start = valid_from or (datetime.now(UTC) - timedelta(hours=1))
     uid = secrets.randbelow(10**13)
-    name = x509.Name(
+    return self_signed(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "DK"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"{organisation} // CVR:{cvr}"),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
             x509.NameAttribute(NameOID.SERIAL_NUMBER, f"CVR:{cvr}-UID:{uid}"),
-        ]
+        ],
+        not_before=start,
+        not_after=start + valid_for,
     )
+
+
+def self_signed(
+    name: list[x509.NameAttribute[str]], *, not_before: datetime, not_after: datetime
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A fresh RSA-2048 key and a self-signed end-entity certificate for it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name(name)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + valid_for)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     return key, cert

@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from sorsync.dgws import idcard, xmldsig
+from sorsync.dgws.testing import self_signed
 from sorsync.krs.wire import NS_DS, NS_MEDCOM, NS_SAML, NS_SOAP, NS_WSSE, NS_WST, NS_WSU
 
 STS_PATHS = ("/sts/services/NewSecurityTokenService", "/sts/services/SecurityTokenService")
@@ -48,27 +48,16 @@ def make_sts_credentials(
     *, common_name: str = STS_SUBJECT, now: datetime | None = None
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     """A fresh RSA-2048 key and a self-signed certificate for it (valid for ten years)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     moment = now or datetime.now(UTC)
-    name = x509.Name(
+    return self_signed(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "DK"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sorsync simulator"),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
+        ],
+        not_before=moment - timedelta(days=1),
+        not_after=moment + timedelta(days=3650),
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(moment - timedelta(days=1))
-        .not_valid_after(moment + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
 
 
 def _q(ns: str, name: str) -> str:
