@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from api.database import Database
 from sorsync.lookup import DataVersion
+from sorsync.lookup.aio import AsyncConn
 
 MAX_AGE_S = 300
 CACHE_CONTROL = f"public, max-age={MAX_AGE_S}"
@@ -71,3 +72,24 @@ def cached_lookup(
         return json_response(compute(conn), media_type=media_type, headers=headers)
 
     return db.run(work)
+
+
+async def acached_lookup(
+    request: Request,
+    db: Database,
+    day: dt.date | None,
+    compute: Callable[[AsyncConn], Awaitable[Any]],
+    *,
+    media_type: str = JSON,
+) -> Response:
+    """`cached_lookup` for async routes (on the event loop, no worker thread)."""
+    if_none_match = request.headers.get("if-none-match")
+
+    async def work(conn: AsyncConn) -> Response:
+        etag = etag_for(await db.adata_version(conn), request, day)
+        headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+        if matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        return json_response(await compute(conn), media_type=media_type, headers=headers)
+
+    return await db.arun(work)

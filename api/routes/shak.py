@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from api.caching import cached_lookup, json_response
+from api.caching import JSON, acached_lookup
 from api.deps import DateQuery, app_state, parse_date
 from api.problems import ProblemError, identifier_problem, require_valid
 from api.routes.common import LOOKUP_ERRORS, SHAK_PATTERN, not_found, problem_responses
 from api.schemas import ResolveRequest, ResolveResponse, ShakResponse, unit_json
 from sorsync import identifiers, lookup
+from sorsync.lookup import aio
+from sorsync.lookup.aio import AsyncConn
 
 router = APIRouter(prefix="/v1", tags=["SHAK"])
 
@@ -26,7 +29,7 @@ MAX_CODES = 10_000
     response_model=ShakResponse,
     responses=LOOKUP_ERRORS,
 )
-def get_shak(
+async def get_shak(
     request: Request,
     shak: Annotated[
         str,
@@ -43,14 +46,14 @@ def get_shak(
     day = parse_date(date)
     db, metrics = app_state(request)
 
-    def compute(conn: Any) -> dict[str, Any]:
-        units = lookup.by_shak(conn, shak, day)
+    async def compute(conn: AsyncConn) -> dict[str, Any]:
+        units = await aio.by_shak(conn, shak, day)
         metrics.lookup("shak", "found" if units else "not_found")
         if not units:
             raise not_found(f"No unit carries SHAK code {shak} on {day}.")
         return {"shak": shak, "date": day, "units": [unit_json(u) for u in units]}
 
-    return cached_lookup(request, db, day, compute)
+    return await acached_lookup(request, db, day, compute)
 
 
 @router.post(
@@ -76,22 +79,27 @@ def resolve_shak(request: Request, body: ResolveRequest) -> Response:
         for code in dict.fromkeys(body.codes)
     }
     valid = [code for code, problem in problems.items() if problem is None]
-    found = db.run(lambda conn: lookup.resolve_shak(conn, valid, day))
-    rendered = {code: [unit_json(u) for u in units] for code, units in found.items()}
-    results: list[dict[str, Any]] = []
+    found = db.run(lambda conn: lookup.resolve_shak_json(conn, valid, day))
+    # The units arrive as JSON text from PostgreSQL: splice them in rather than parse them.
+    # Valid codes are [0-9A-Z] only, so they go into the JSON as they are.
+    parts: list[bytes] = []
     counts = {"found": 0, "not_found": 0, "invalid": 0}
     for code in body.codes:
         problem = problems[code]
         if problem is not None:
-            results.append({"shak": code, "status": "invalid", "units": [], "detail": problem})
+            result = {"shak": code, "status": "invalid", "units": [], "detail": problem}
+            parts.append(orjson.dumps(result))
             counts["invalid"] += 1
-        elif code in rendered:
-            results.append({"shak": code, "status": "found", "units": rendered[code]})
+        elif (units := found.get(code)) is not None:
+            parts.append(
+                b'{"shak":"%s","status":"found","units":%s}' % (code.encode(), units.encode())
+            )
             counts["found"] += 1
         else:
-            results.append({"shak": code, "status": "not_found", "units": []})
+            parts.append(b'{"shak":"%s","status":"not_found","units":[]}' % code.encode())
             counts["not_found"] += 1
-    for result, n in counts.items():
+    for result_kind, n in counts.items():
         if n:
-            metrics.lookup("resolve", result, n)
-    return json_response({"date": day, "results": results}, headers={"Cache-Control": "no-store"})
+            metrics.lookup("resolve", result_kind, n)
+    content = b'{"date":"%s","results":[%s]}' % (day.isoformat().encode(), b",".join(parts))
+    return Response(content, media_type=JSON, headers={"Cache-Control": "no-store"})

@@ -7,11 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from api.caching import cached_lookup
+from api.caching import acached_lookup, cached_lookup
 from api.deps import DateQuery, app_state, parse_date
 from api.routes.common import LOOKUP_ERRORS, SorIdPath, not_found, sor_id_int
 from api.schemas import HistoryResponse, SorResponse, unit_json
 from sorsync import lookup
+from sorsync.lookup import aio
+from sorsync.lookup.aio import AsyncConn
 
 router = APIRouter(prefix="/v1", tags=["SOR"])
 
@@ -23,18 +25,18 @@ router = APIRouter(prefix="/v1", tags=["SOR"])
     response_model=SorResponse,
     responses=LOOKUP_ERRORS,
 )
-def get_sor(request: Request, sor_id: SorIdPath, date: DateQuery = None) -> Response:
+async def get_sor(request: Request, sor_id: SorIdPath, date: DateQuery = None) -> Response:
     """The version of the unit valid on the date, its `ancestors` (nearest first, up to the
     hospital or practice) and the SOR ids of its `children` valid that day."""
     key = sor_id_int(sor_id)
     day = parse_date(date)
     db, metrics = app_state(request)
 
-    def compute(conn: Any) -> dict[str, Any]:
-        tree = lookup.unit_tree(conn, key, day)
+    async def compute(conn: AsyncConn) -> dict[str, Any]:
+        tree = await aio.unit_tree(conn, key, day)
         metrics.lookup("sor", "found" if tree else "not_found")
         if tree is None:
-            if lookup.sor_id_known(conn, key):
+            if await aio.sor_id_known(conn, key):
                 raise not_found(
                     f"SOR unit {sor_id} is not valid on {day}; "
                     f"its versions are at /v1/sor/{sor_id}/history."
@@ -47,7 +49,7 @@ def get_sor(request: Request, sor_id: SorIdPath, date: DateQuery = None) -> Resp
             "children": [str(c) for c in tree.children],
         }
 
-    return cached_lookup(request, db, day, compute)
+    return await acached_lookup(request, db, day, compute)
 
 
 @router.get(

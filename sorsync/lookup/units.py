@@ -151,6 +151,33 @@ def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, lis
     return found
 
 
+# The same units as RESOLVE, already rendered as the API's unit JSON (api.schemas.unit_json)
+# and grouped per code: for 10 000 codes PostgreSQL writes the JSON in a fraction of the time
+# Python takes to build and serialise 10 000 dicts. A row constructor keeps the JSON compact;
+# dates are the Danish calendar day the stored instant falls on (as `local_date`).
+RESOLVE_JSON = f"""
+SELECT u.shak, json_agg(j ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)::text
+  FROM sor.unit u CROSS JOIN LATERAL (
+    SELECT u.sor_id::text AS sor_id, u.kind, u.name, u.shak, u.ydernummer, u.ean::text AS ean,
+           u.parent_sor_id::text AS parent_sor_id, u.hospital_sor_id::text AS hospital_sor_id,
+           u.praksis_sor_id::text AS praksis_sor_id,
+           (SELECT a FROM (SELECT u.street, u.postcode, u.city) a) AS address,
+           u.phone, u.email, u.www, u.specialty_code, u.specialty_text,
+           (u.valid_from AT TIME ZONE '{COPENHAGEN.key}')::date AS valid_from,
+           (u.valid_to AT TIME ZONE '{COPENHAGEN.key}')::date AS valid_to
+  ) j
+ WHERE u.shak IN (SELECT unnest(%(codes)s::text[])) AND {_VALID}
+ GROUP BY u.shak
+"""
+
+
+def resolve_shak_json(conn: Connection, codes: list[str], day: date) -> dict[str, str]:
+    """`resolve_shak`, with each code's units as a JSON array text (the API's unit shape)."""
+    if not codes:
+        return {}
+    return dict(fetch(conn, RESOLVE_JSON, {"codes": codes, "at": day_start(day)}))
+
+
 # The unit valid on the day plus its ancestors, nearest first. `depth` guards against a cycle
 # in the data; each step is an index scan on sor_nummer of the parent's replica table.
 TREE = f"""
@@ -178,6 +205,15 @@ SELECT u.sor_nummer FROM krs.sor_yder_v1 u
  WHERE u.praksis_sor_nummer = %(sor_id)s AND {_VALID}
 ORDER BY 1
 """
+
+
+# TREE and CHILDREN in one round trip: the depth-0 row (the unit itself) also carries the
+# children's SOR ids as an array (a sub-select in CASE runs only for the rows that need it).
+TREE_WITH_CHILDREN = TREE.replace(
+    f"SELECT {COLUMNS} FROM chain",
+    f"SELECT {COLUMNS}, CASE WHEN depth = 0 THEN ARRAY({CHILDREN}) END FROM chain",
+)
+assert TREE_WITH_CHILDREN != TREE
 
 
 def unit_tree(conn: Connection, sor_id: int, day: date) -> UnitTree | None:
