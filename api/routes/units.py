@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -42,16 +44,13 @@ def get_yder(
     one ydernummer may belong to several units). 404 if none."""
     require_valid(ydernummer, identifiers.ydernummer_problem, "invalid-ydernummer", "a ydernummer")
     day = parse_date(date)
-    db, metrics = app_state(request)
-
-    def compute(conn: Any) -> dict[str, Any]:
-        units = lookup.by_ydernummer(conn, ydernummer, day)
-        metrics.lookup("yder", "found" if units else "not_found")
-        if not units:
-            raise not_found(f"No unit carries ydernummer {ydernummer} on {day}.")
-        return {"ydernummer": ydernummer, "date": day, "units": [unit_json(u) for u in units]}
-
-    return cached_lookup(request, db, day, compute)
+    return _units_by(
+        request,
+        day,
+        ("yder", "ydernummer", ydernummer),
+        lambda conn: lookup.by_ydernummer(conn, ydernummer, day),
+        f"No unit carries ydernummer {ydernummer} on {day}.",
+    )
 
 
 @router.get(
@@ -77,16 +76,13 @@ def get_ean(
     children that inherit it. 404 if none."""
     require_valid(gln, identifiers.gln_problem, "invalid-gln", "a GLN")
     day = parse_date(date)
-    db, metrics = app_state(request)
-
-    def compute(conn: Any) -> dict[str, Any]:
-        units = lookup.by_ean(conn, int(gln), day)
-        metrics.lookup("ean", "found" if units else "not_found")
-        if not units:
-            raise not_found(f"No unit has GLN {gln} on {day}.")
-        return {"gln": gln, "date": day, "units": [unit_json(u) for u in units]}
-
-    return cached_lookup(request, db, day, compute)
+    return _units_by(
+        request,
+        day,
+        ("ean", "gln", gln),
+        lambda conn: lookup.by_ean(conn, int(gln), day),
+        f"No unit has GLN {gln} on {day}.",
+    )
 
 
 @router.get(
@@ -146,5 +142,26 @@ def search_units(
             "items": [unit_json(u) for u in page.items],
             "next": None if page.next_after is None else str(page.next_after),
         }
+
+    return cached_lookup(request, db, day, compute)
+
+
+def _units_by(
+    request: Request,
+    day: dt.date,
+    what: tuple[str, str, str],
+    fetch: Callable[[Any], list[lookup.Unit]],
+    none_found: str,
+) -> Response:
+    """A cached number → units lookup: (metric kind, response key, the number as given)."""
+    kind, key, value = what
+    db, metrics = app_state(request)
+
+    def compute(conn: Any) -> dict[str, Any]:
+        units = fetch(conn)
+        metrics.lookup(kind, "found" if units else "not_found")
+        if not units:
+            raise not_found(none_found)
+        return {key: value, "date": day, "units": [unit_json(u) for u in units]}
 
     return cached_lookup(request, db, day, compute)
