@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import time
 import uuid
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -48,6 +49,20 @@ _HEADERS = {
     "SOAPAction": wire.SOAP_ACTION,
     "Accept": "text/xml",
 }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One raw HTTP answer to `replicate`, not parsed yet (see `KrsClient.send`)."""
+
+    dt: Datatype
+    offset: str
+    max_records: int
+    status: int
+    content: bytes = field(repr=False)
+    message_id: str
+    started: float
+    renewed: bool  # the ID card was renewed for this call already
 
 
 def safe_url(url: str) -> str:
@@ -141,6 +156,13 @@ class KrsClient:
 
         An empty page means caught up. Raises a KrsError subclass on any failure.
         """
+        return self.finish(self.send(dt, offset, max_records))
+
+    def send(self, dt: Datatype, offset: str, max_records: int) -> Answer:
+        """The first half of `replicate`: post the request and read the raw answer.
+
+        The page loop uses the halves to overlap parsing one page with fetching the next.
+        """
         if (
             isinstance(max_records, bool)
             or not isinstance(max_records, int)
@@ -149,45 +171,62 @@ class KrsClient:
             raise ValueError(
                 f"max_records must be an integer from 1 to {wire.MAX_RECORDS}, got {max_records!r}"
             )
+        return self._send(dt, offset, max_records, renewed=False)
+
+    def _send(self, dt: Datatype, offset: str, max_records: int, *, renewed: bool) -> Answer:
         body = self.request_body(dt, offset, max_records)
-        renewed = False
+        assertion = self.security.assertion() if self.security is not None else None
+        message_id = str(uuid.uuid4())
+        envelope = build_envelope(
+            body,
+            assertion=assertion,
+            message_id=message_id,
+            flow_id=self.flow_id,
+            created=created_timestamp(),
+        )
+        started = time.perf_counter()
+        status, content = self._post(envelope, dt)
+        return Answer(dt, offset, max_records, status, content, message_id, started, renewed)
+
+    def parse(self, answer: Answer) -> Page:
+        """The page in `answer`, or its KrsError. Pure (no I/O): safe in any thread."""
+        page = parse_response(answer.content, answer.status, answer.dt, offset=answer.offset)
+        log.debug(
+            "krs.replicate",
+            datatype=answer.dt.key,
+            offset=answer.offset,
+            records=len(page),
+            bytes=len(answer.content),
+            seconds=round(time.perf_counter() - answer.started, 3),
+            message_id=answer.message_id,
+            flow_id=self.flow_id,
+        )
+        return page
+
+    def finish(self, answer: Answer) -> Page:
+        """The second half of `replicate`: parse, renewing an expired ID card once.
+
+        Renewing repeats the call on this client's session: only from the thread that sends.
+        """
         while True:
-            assertion = self.security.assertion() if self.security is not None else None
-            message_id = str(uuid.uuid4())
-            envelope = build_envelope(
-                body,
-                assertion=assertion,
-                message_id=message_id,
-                flow_id=self.flow_id,
-                created=created_timestamp(),
-            )
-            started = time.perf_counter()
-            status, content = self._post(envelope, dt)
             try:
-                page = parse_response(content, status, dt, offset=offset)
+                return self.parse(answer)
             except DgwsFault as fault:
-                if fault.code == "expired_idcard" and self.security is not None and not renewed:
+                if (
+                    fault.code == "expired_idcard"
+                    and self.security is not None
+                    and not answer.renewed
+                ):
                     log.warning(
                         "krs.card_expired_renewing",
-                        datatype=dt.key,
-                        message_id=message_id,
+                        datatype=answer.dt.key,
+                        message_id=answer.message_id,
                         flow_id=self.flow_id,
                     )
                     self.security.renew()
-                    renewed = True
+                    answer = self._send(answer.dt, answer.offset, answer.max_records, renewed=True)
                     continue
                 raise
-            log.debug(
-                "krs.replicate",
-                datatype=dt.key,
-                offset=offset,
-                records=len(page),
-                bytes=len(content),
-                seconds=round(time.perf_counter() - started, 3),
-                message_id=message_id,
-                flow_id=self.flow_id,
-            )
-            return page
 
     def _post(self, envelope: bytes, dt: Datatype) -> tuple[int, bytes]:
         where = safe_url(self.url)

@@ -1,19 +1,26 @@
 """The page loop on the KRS side: ask for pages after a token until one comes back empty.
 
 `fetch_pages` may fetch the next page in a background thread while the caller stores the
-current one, so the database and the network overlap. Pages are handed over strictly in order
-and at most two are held at a time (one waiting, one being fetched), whatever the feed's size.
+current one, so the database and the network overlap. With the KRS client (a `SplitSource`)
+the fetch thread also asks for page N+1 while page N is parsed, using the last token scanned
+from N's raw bytes and kept only once the parsed page confirms it. Pages are handed over
+strictly in order and at most three are held at a time (one waiting, one being parsed, one raw
+answer ahead), whatever the feed's size.
 """
 
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Iterator
-from typing import Protocol
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, runtime_checkable
 
 from sorsync.datatypes import Datatype
 from sorsync.krs import wire
+from sorsync.krs.client import Answer
+from sorsync.krs.errors import DgwsFault
 from sorsync.krs.feed import Page
 
 
@@ -21,6 +28,17 @@ class PageSource(Protocol):
     """Anything that answers KRS `replicate` calls: the KRS client, or a test double."""
 
     def replicate(self, datatype: Datatype, offset: str, max_records: int) -> Page: ...
+
+
+@runtime_checkable
+class SplitSource(Protocol):
+    """A source whose calls come in halves (the KRS client): send, then parse the answer."""
+
+    def send(self, dt: Datatype, offset: str, max_records: int) -> Answer: ...
+
+    def parse(self, answer: Answer) -> Page: ...
+
+    def finish(self, answer: Answer) -> Page: ...
 
 
 class FeedError(Exception):
@@ -64,6 +82,77 @@ def _fetch_all(source: PageSource, dt: Datatype, offset: str, page_size: int) ->
             return
         yield page
         token = page.entries[-1].token
+
+
+# The token in an entry's atom:id, `<feed id>/<20+ digits>` up to the closing tag.
+_ID_TOKEN = re.compile(rb"([0-9]{20,})<")
+
+
+def scan_last_token(content: bytes, dt: Datatype, after: str) -> str | None:
+    """The last entry's token, found in the raw answer without parsing it; None when unsure.
+
+    Only a guess to ask for the next page early: the parsed page must confirm it.
+    """
+    marker = (wire.feed_id(dt.register, dt.datatype) + "/").encode()
+    at = content.rfind(marker)
+    if at < 0:
+        return None
+    found = _ID_TOKEN.match(content, at + len(marker), at + len(marker) + 64)
+    if found is None:
+        return None
+    token = found.group(1).decode("ascii")
+    try:
+        if wire.split_token(token) <= wire.split_token(after):
+            return None
+    except ValueError:
+        return None
+    return token
+
+
+def _fetch_ahead(source: SplitSource, dt: Datatype, offset: str, page_size: int) -> Iterator[Page]:
+    """Like `_fetch_all`, but page N+1 is asked for while page N is parsed.
+
+    The early request uses the last token scanned from page N's raw bytes; it is used only when
+    the parsed page N ends on that very token, and its outcome (page or error) is handed on
+    exactly where the plain loop would have made that call. HTTP stays on this thread (a
+    requests session is not thread-safe); only the pure parse runs on the helper thread.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sorsync-parse")
+    try:
+        token = offset
+        answer = source.send(dt, token, page_size)
+        while True:
+            guess = scan_last_token(answer.content, dt, token) if answer.status == 200 else None
+            ahead: Answer | None = None
+            ahead_error: Exception | None = None
+            if guess is None:
+                page = source.finish(answer)
+            else:
+                parsed: Future[Page] = pool.submit(source.parse, answer)
+                try:
+                    ahead = source.send(dt, guess, page_size)
+                except Exception as exc:  # raised later, where the plain loop would meet it
+                    ahead_error = exc
+                try:
+                    page = parsed.result()
+                except DgwsFault:
+                    # May need an ID card renewal, which sends: do it here, drop the guess.
+                    guess = None
+                    page = source.finish(answer)
+            check_page(dt, token, page, page_size)
+            if not page.entries:
+                return
+            yield page
+            token = page.entries[-1].token
+            if guess is not None and token == guess:
+                if ahead_error is not None:
+                    raise ahead_error
+                assert ahead is not None
+                answer = ahead
+            else:
+                answer = source.send(dt, token, page_size)
+    finally:
+        pool.shutdown(wait=False)
 
 
 _END = object()
@@ -126,7 +215,10 @@ class PageStream:
     ) -> None:
         if not 1 <= page_size <= wire.MAX_RECORDS:
             raise ValueError(f"page_size must be 1..{wire.MAX_RECORDS}, not {page_size}")
-        pages = _fetch_all(source, dt, offset, page_size)
+        if prefetch and isinstance(source, SplitSource):
+            pages = _fetch_ahead(source, dt, offset, page_size)
+        else:
+            pages = _fetch_all(source, dt, offset, page_size)
         self._prefetcher = _Prefetcher(pages) if prefetch else None
         self._pages: Iterator[Page] = iter(self._prefetcher) if self._prefetcher else pages
 
