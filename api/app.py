@@ -14,12 +14,13 @@ from fastapi.openapi.utils import get_openapi
 
 import sorsync
 from api import problems
+from api.caching import ResponseCache
 from api.database import Database
 from api.metrics import MetricsMiddleware, make_metrics
 from api.problems import FHIR_JSON, PROBLEM_JSON
 from api.routes import fhir, health, shak, sor, status, units
 from api.schemas import Problem
-from sorsync.config import Settings
+from sorsync.config import Settings, get_settings
 from sorsync.logs import configure
 
 DESCRIPTION = """\
@@ -81,11 +82,16 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings | None = None, *, database_url: str | None = None, version_ttl: float = 1.0
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    version_ttl: float = 1.0,
+    cache_entries: int | None = None,
 ) -> FastAPI:
     """Build the API. The database is `database_url`, else `settings.database_url`, else
     `sorsync.db.connect.database_url()` (settings from the environment, or embedded).
-    `version_ttl` is how long the data version (ETag basis) is cached, in seconds."""
+    `version_ttl` is how long the data version (ETag basis) is cached, in seconds;
+    `cache_entries` how many lookup answers are kept (default SORSYNC_API_CACHE_ENTRIES)."""
     if not logging.getLogger().handlers:
         configure()  # a uvicorn worker process: nobody has set up logging yet
     # /readyz asks Alembic for the schema revision; its per-call INFO lines are noise here.
@@ -119,6 +125,9 @@ def create_app(
     app.state.db = db
     app.state.settings = settings
     app.state.metrics = metrics
+    if cache_entries is None:
+        cache_entries = (settings or get_settings()).api_cache_entries
+    app.state.responses = ResponseCache(cache_entries)
     problems.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (shak, sor, units, status, fhir, health):

@@ -3,12 +3,17 @@
 The data changes only when a sync run succeeds, so a lookup's answer is fully determined by
 (last successful sync run, path, query, effective date). The effective date is part of the tag
 because a request without `date=` means "today", which moves at midnight.
+
+The hot single lookups (SHAK, SOR) also keep their recent answers in memory (`ResponseCache`):
+reporting systems ask for the same few thousand codes over and over, and between two syncs the
+answer cannot change.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,10 +23,12 @@ from sqlalchemy import Connection
 from starlette.responses import Response
 
 from api.database import Database
+from api.deps import app_state
 from sorsync.lookup import DataVersion
 from sorsync.lookup.aio import AsyncConn
 
 MAX_AGE_S = 300
+MAX_CACHED_BODY = 64 * 1024  # a unit with thousands of children is rare: not worth the memory
 CACHE_CONTROL = f"public, max-age={MAX_AGE_S}"
 JSON = "application/json"
 
@@ -74,22 +81,79 @@ def cached_lookup(
     return db.run(work)
 
 
+class ResponseCache:
+    """The bodies of recent 200 answers by ETag, for one data version at a time (LRU).
+
+    Only answers of a successful sync run are kept: data loaded some other way has no version
+    to tell when it changes. A new version empties the cache. Used from the event loop only,
+    so it needs no lock.
+    """
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._version: DataVersion | None = None
+        self._bodies: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, version: DataVersion, etag: str) -> bytes | None:
+        if version != self._version:
+            return None
+        body = self._bodies.get(etag)
+        if body is not None:
+            self._bodies.move_to_end(etag)
+        return body
+
+    def put(self, version: DataVersion, etag: str, body: bytes) -> None:
+        if self.entries <= 0 or version.run_id is None or len(body) > MAX_CACHED_BODY:
+            return
+        if version != self._version:
+            self._bodies.clear()
+            self._version = version
+        self._bodies[etag] = body
+        if len(self._bodies) > self.entries:
+            self._bodies.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+
 async def acached_lookup(
     request: Request,
     db: Database,
-    day: dt.date | None,
+    day: dt.date,
     compute: Callable[[AsyncConn], Awaitable[Any]],
     *,
-    media_type: str = JSON,
+    kind: str,
 ) -> Response:
-    """`cached_lookup` for async routes (on the event loop, no worker thread)."""
+    """`cached_lookup` for the hot async routes (on the event loop, no worker thread), with
+    answers kept in the app's ResponseCache. `kind` labels the lookup metric on a cache hit
+    (`compute` records its own)."""
     if_none_match = request.headers.get("if-none-match")
+    cache: ResponseCache = request.app.state.responses
+    _, metrics = app_state(request)
 
-    async def work(conn: AsyncConn) -> Response:
-        etag = etag_for(await db.adata_version(conn), request, day)
+    def answer(version: DataVersion, etag: str) -> Response | None:
         headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
         if matches(if_none_match, etag):
             return Response(status_code=304, headers=headers)
-        return json_response(await compute(conn), media_type=media_type, headers=headers)
+        body = cache.get(version, etag)
+        if body is None:
+            return None
+        metrics.lookup(kind, "found")
+        return Response(body, media_type=JSON, headers=headers)
+
+    # Within the version's TTL a repeated lookup needs no database connection at all.
+    version = db.fresh_version()
+    if version is not None and (early := answer(version, etag_for(version, request, day))):
+        return early
+
+    async def work(conn: AsyncConn) -> Response:
+        version = await db.adata_version(conn)
+        etag = etag_for(version, request, day)
+        if (known := answer(version, etag)) is not None:
+            return known
+        body = orjson.dumps(await compute(conn))
+        cache.put(version, etag, body)
+        headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+        return Response(body, media_type=JSON, headers=headers)
 
     return await db.arun(work)

@@ -99,14 +99,18 @@ class Database:
         with self.connect() as conn:
             return work(conn)
 
-    def data_version(self, conn: Connection) -> DataVersion:
-        now = time.monotonic()
-        cached = self._version
-        if cached is not None and now < self._version_expires:
-            return cached
-        version = data_version(conn)
-        self._version, self._version_expires = version, now + self.version_ttl
+    def fresh_version(self) -> DataVersion | None:
+        """The cached data version while it is younger than `version_ttl`, else None."""
+        if self._version is not None and time.monotonic() < self._version_expires:
+            return self._version
+        return None
+
+    def _remember(self, version: DataVersion) -> DataVersion:
+        self._version, self._version_expires = version, time.monotonic() + self.version_ttl
         return version
+
+    def data_version(self, conn: Connection) -> DataVersion:
+        return self.fresh_version() or self._remember(data_version(conn))
 
     async def arun(self, work: Callable[[aio.AsyncConn], Awaitable[T]]) -> T:
         """`run` for async lookups: `work(conn)` on the event loop's own connections, once more
@@ -122,13 +126,7 @@ class Database:
         return await pool.run(work)
 
     async def adata_version(self, conn: aio.AsyncConn) -> DataVersion:
-        now = time.monotonic()
-        cached = self._version
-        if cached is not None and now < self._version_expires:
-            return cached
-        version = await aio.data_version(conn)
-        self._version, self._version_expires = version, now + self.version_ttl
-        return version
+        return self.fresh_version() or self._remember(await aio.data_version(conn))
 
     def dispose(self) -> None:
         if self._engine is not None:

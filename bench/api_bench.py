@@ -173,6 +173,14 @@ class Data:
                         copy.write_row(row)
             for table in REPLICA_TABLES.values():
                 conn.execute(text(f"ANALYZE krs.{table.name}"))
+            # What a sync leaves behind: the finished run the API's data version comes from.
+            conn.execute(
+                text(
+                    "INSERT INTO krs.sync_run (kind, started_at, finished_at, status, datatypes)"
+                    " VALUES ('full', now(), now(), 'ok', :keys)"
+                ),
+                {"keys": list(self.rows)},
+            )
 
 
 # --- server ---------------------------------------------------------------------------------
@@ -244,8 +252,10 @@ def api_backends(url: str) -> list[int]:
 
 
 @contextmanager
-def api_server(url: str, workers: int) -> Iterator[tuple[str, int]]:
-    env = {**os.environ, "SORSYNC_DATABASE_URL": url}
+def api_server(
+    url: str, workers: int, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    env = {**os.environ, "SORSYNC_DATABASE_URL": url, **(env or {})}
     cmd = [sys.executable, "-m", "sorsync", "serve", "--host", "127.0.0.1", "--port", "0"]
     proc = subprocess.Popen(
         [*cmd, "--workers", str(workers)],

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         default=9108, ge=0, le=65535, description="a TCP port, 1 to 65535, or 0 for off"
     )
+    # Answers the API keeps in memory per worker for its hot lookups (SHAK, SOR); 0 = none.
+    api_cache_entries: int = Field(
+        default=10_000, ge=0, le=1_000_000, description="an integer from 0 to 1000000"
+    )
     test_database_url: str | None = None
 
     @field_validator("krs_datatypes", mode="before")

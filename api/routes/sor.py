@@ -49,7 +49,7 @@ async def get_sor(request: Request, sor_id: SorIdPath, date: DateQuery = None) -
             "children": [str(c) for c in tree.children],
         }
 
-    return await acached_lookup(request, db, day, compute)
+    return await acached_lookup(request, db, day, compute, kind="sor")
 
 
 @router.get(

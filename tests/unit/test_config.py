@@ -49,6 +49,8 @@ def test_database_url_is_normalised_to_psycopg(monkeypatch: pytest.MonkeyPatch) 
         ("SORSYNC_FULL_CRON", "every night", "cron"),
         ("SORSYNC_DELTA_INTERVAL", "0", "minutes"),
         ("SORSYNC_API_PORT", "70000", "TCP port"),
+        ("SORSYNC_METRICS_PORT", "-1", "TCP port"),
+        ("SORSYNC_API_CACHE_ENTRIES", "-5", "from 0 to 1000000"),
         ("SORSYNC_CVR", "1234", "8 digits"),
         ("SORSYNC_IDCARD_FILE", "/nonexistent/card.xml", "no readable file"),
     ],

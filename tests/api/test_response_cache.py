@@ -1,0 +1,81 @@
+"""The hot lookups answer repeated requests from memory until the next sync run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from tests.fixtures.api import SorData, record_sync_run
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(database_url=database_url, version_ttl=0)) as client:
+        yield client
+
+
+def _found_lookups(client: TestClient, kind: str) -> float:
+    prefix = f'sorsync_lookups_total{{kind="{kind}",result="found"}} '
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def _rename(engine: Engine, sor_id: str, name: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE krs.sor_sygehusafdeling_v1 SET navn = :name WHERE sor_nummer = :id"),
+            {"name": name, "id": int(sor_id)},
+        )
+
+
+def test_answers_stay_until_the_next_sync_run(
+    client: TestClient, sor_data: SorData, engine: Engine
+) -> None:
+    record_sync_run(engine)
+    url = "/v1/shak/800110"
+    first = client.get(url)
+    assert first.status_code == 200
+    assert first.json()["units"][0]["name"] == "Medicinsk Afdeling M1"
+    assert len(client.app.state.responses) == 1  # type: ignore[attr-defined]
+
+    # Written behind the API's back (no sync run): the answer comes from memory, unchanged.
+    _rename(engine, sor_data.department, "Omdøbt")
+    try:
+        again = client.get(url)
+        assert again.content == first.content
+        assert again.headers["etag"] == first.headers["etag"]
+        assert _found_lookups(client, "shak") == 2  # hits count as lookups too
+
+        record_sync_run(engine)  # what a sync does when it finishes: a new data version
+        fresh = client.get(url)
+        assert fresh.json()["units"][0]["name"] == "Omdøbt"
+        assert fresh.headers["etag"] != first.headers["etag"]
+    finally:
+        _rename(engine, sor_data.department, "Medicinsk Afdeling M1")
+        record_sync_run(engine)
+
+
+def test_not_found_and_sor_lookups(client: TestClient, sor_data: SorData, engine: Engine) -> None:
+    record_sync_run(engine)
+    assert client.get("/v1/shak/1999").status_code == 404
+    assert client.get("/v1/shak/1999").status_code == 404
+    assert len(client.app.state.responses) == 0  # type: ignore[attr-defined]
+    url = f"/v1/sor/{sor_data.section}"
+    first = client.get(url)
+    assert client.get(url).content == first.content
+    assert client.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    assert len(client.app.state.responses) == 1  # type: ignore[attr-defined]
+
+
+def test_turned_off(database_url: str, sor_data: SorData, engine: Engine) -> None:
+    record_sync_run(engine)
+    app = create_app(database_url=database_url, version_ttl=0, cache_entries=0)
+    with TestClient(app) as client:
+        assert client.get("/v1/shak/800110").status_code == 200
+        assert len(app.state.responses) == 0

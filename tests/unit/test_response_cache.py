@@ -1,0 +1,52 @@
+"""The API's in-memory answer cache (api.caching.ResponseCache): pure, no server needed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from api.caching import MAX_CACHED_BODY, ResponseCache
+from sorsync.lookup import NO_VERSION, DataVersion
+
+V1 = DataVersion(run_id=1, finished_at=datetime(2026, 1, 1, tzinfo=UTC))
+V2 = DataVersion(run_id=2, finished_at=datetime(2026, 1, 2, tzinfo=UTC))
+
+
+def test_hit_after_put_for_the_same_version_only() -> None:
+    cache = ResponseCache(10)
+    cache.put(V1, '"1-a"', b"A")
+    assert cache.get(V1, '"1-a"') == b"A"
+    assert cache.get(V1, '"1-b"') is None
+    assert cache.get(V2, '"1-a"') is None
+
+
+def test_a_new_version_empties_it() -> None:
+    cache = ResponseCache(10)
+    cache.put(V1, "a", b"A")
+    cache.put(V2, "b", b"B")
+    assert len(cache) == 1
+    assert cache.get(V1, "a") is None
+    # The same run id again (ids restart after a TRUNCATE) but another finish: another version.
+    again = DataVersion(run_id=2, finished_at=datetime(2026, 1, 3, tzinfo=UTC))
+    assert cache.get(again, "b") is None
+
+
+def test_least_recently_used_goes_first() -> None:
+    cache = ResponseCache(2)
+    cache.put(V1, "a", b"A")
+    cache.put(V1, "b", b"B")
+    assert cache.get(V1, "a") == b"A"  # now b is the oldest
+    cache.put(V1, "c", b"C")
+    assert cache.get(V1, "b") is None
+    assert cache.get(V1, "a") == b"A"
+    assert cache.get(V1, "c") == b"C"
+
+
+def test_what_is_never_kept() -> None:
+    off = ResponseCache(0)
+    off.put(V1, "a", b"A")
+    assert off.get(V1, "a") is None
+    cache = ResponseCache(10)
+    cache.put(NO_VERSION, "a", b"A")  # data not loaded by a sync: no way to know it changed
+    assert cache.get(NO_VERSION, "a") is None
+    cache.put(V1, "big", b"x" * (MAX_CACHED_BODY + 1))
+    assert cache.get(V1, "big") is None
