@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from sorsync.krs.wire import NS_DS, NS_SAML
+from sorsync.xmlsafe import safe_parser
 
 IDCARD_ID = "IDCard"
 CVR_FORMAT = "medcom:cvrnumber"
@@ -252,11 +253,6 @@ def parse_idcard(assertion: etree._Element) -> IdCardFacts:
 
 def is_cvr(value: str | None) -> bool:
     return value is not None and bool(_CVR_RE.match(value))
-
-
-def safe_parser() -> etree.XMLParser:
-    """lxml parser for untrusted XML: no entities, no DTD, no network."""
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 def parse_xml(data: bytes) -> etree._Element:

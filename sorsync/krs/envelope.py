@@ -19,6 +19,7 @@ from lxml import etree
 
 from sorsync.krs import wire
 from sorsync.krs.errors import IdCardError, IdCardExpired
+from sorsync.xmlsafe import safe_parser
 
 
 @runtime_checkable
@@ -101,10 +102,6 @@ _WRAP_OPEN = (
 _WRAP_CLOSE = b"</sorsync-card>"
 
 
-def _card_parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-
-
 def _strip_card(raw: bytes, source: str) -> bytes:
     """The card's element bytes: BOM and XML declaration removed, nothing else touched.
 
@@ -138,7 +135,7 @@ def _not_on_or_after(card: bytes, source: str) -> datetime:
     # Parsed inside a wrapper declaring the prefixes our envelope declares, so a card cut out of
     # an STS response that relied on its ancestors' declarations reads the same as on the wire.
     try:
-        wrapper = etree.fromstring(_WRAP_OPEN + card + _WRAP_CLOSE, _card_parser())
+        wrapper = etree.fromstring(_WRAP_OPEN + card + _WRAP_CLOSE, safe_parser())
     except etree.XMLSyntaxError as exc:
         raise IdCardError(
             f"{source} does not hold a well-formed saml:Assertion ({exc}); it must contain the"

@@ -20,6 +20,7 @@ from sorsync.krs.errors import (
     SoapFault,
     TransportError,
 )
+from sorsync.xmlsafe import safe_parser
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +76,8 @@ _local = threading.local()  # lxml parsers must not be shared between threads
 def _parser() -> etree.XMLParser:
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
-        # No entity expansion, no DTD loading, no network. huge_tree stays off: a 2000-record
-        # page is a few MB, far inside libxml2's default limits, which also guard against bombs.
-        parser = etree.XMLParser(
-            resolve_entities=False, no_network=True, load_dtd=False, remove_comments=False
-        )
-        _local.parser = parser
+        # huge_tree stays off: a 2000-record page is a few MB, far inside libxml2's limits.
+        parser = _local.parser = safe_parser()
     return parser
 
 

@@ -45,6 +45,7 @@ from sorsync.simulator import render
 from sorsync.simulator.faults import Fault, FaultPlan
 from sorsync.simulator.render import CONTENT_TYPE, Distortion, SoapFaultSpec
 from sorsync.simulator.store import Store
+from sorsync.xmlsafe import safe_parser
 
 __all__ = [
     "Enforce",
@@ -67,10 +68,6 @@ Enforce = Callable[[etree._Element, bytes, str], SoapFaultSpec | None]
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 _UNSIGNED_INT_MAX = 4_294_967_295
 _UNSIGNED_INT = re.compile(r"[+]?[0-9]+")  # xs:unsignedInt lexical form, after whitespace collapse
-
-
-def _xml_parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 def _is_markup(node: etree._Element) -> bool:
@@ -236,7 +233,7 @@ def parse_envelope(raw: bytes, *, enforced: bool = False) -> etree._Element:
         return RequestError(render.server_fault(message, faultcode))
 
     try:
-        root = etree.fromstring(raw, _xml_parser())
+        root = etree.fromstring(raw, safe_parser())
     except etree.XMLSyntaxError as exc:
         raise fail(
             f"Couldn't create SOAP message due to exception: XML reader error: {exc}"
@@ -503,7 +500,7 @@ def wsdl_document(service_url: str, xsd: str | None = None) -> bytes | None:
         text = _FALLBACK_WSDL.encode()
     if text is None:
         return None
-    root = etree.fromstring(text, _xml_parser())
+    root = etree.fromstring(text, safe_parser())
     for element in root.iter():
         if _is_markup(element):
             continue

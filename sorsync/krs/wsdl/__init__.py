@@ -14,6 +14,8 @@ from pathlib import Path
 
 from lxml import etree
 
+from sorsync.xmlsafe import safe_parser
+
 WSDL_FILE = "stamdata_krs.wsdl"
 XSD_FILE = "stamdata_krs_request_response.xsd"
 HEADER_XSD_FILES = ("dgws_wsse.xsd", "dgws_wsu.xsd", "dgws_medcom.xsd")
@@ -24,12 +26,6 @@ _NS_XS = "http://www.w3.org/2001/XMLSchema"
 
 _files = contextlib.ExitStack()
 atexit.register(_files.close)
-
-
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, remove_blank_text=False
-    )
 
 
 @functools.cache
@@ -63,7 +59,7 @@ def wsdl_bytes(location_url: str, *, inline_schema: bool = True) -> bytes:
     With `inline_schema` (default) the XSD is embedded, so the document stands alone; without it
     the import points at `location_url?xsd=1` as JAX-WS does (serve `xsd_bytes()` there).
     """
-    doc = etree.parse(str(wsdl_path()), _parser())
+    doc = etree.parse(str(wsdl_path()), safe_parser())
     for address in doc.iter(f"{{{_NS_WSDL_SOAP}}}address"):
         address.set("location", location_url)
     types = doc.find(f"{{{_NS_WSDL}}}types")
@@ -74,7 +70,7 @@ def wsdl_bytes(location_url: str, *, inline_schema: bool = True) -> bytes:
         if imp is None or imp.get("schemaLocation") != XSD_FILE:
             continue
         if inline_schema:
-            inline = etree.fromstring(xsd_bytes(), _parser())
+            inline = etree.fromstring(xsd_bytes(), safe_parser())
             types.replace(schema, inline)
         else:
             imp.set("schemaLocation", f"{location_url}?xsd=1")
@@ -84,7 +80,7 @@ def wsdl_bytes(location_url: str, *, inline_schema: bool = True) -> bytes:
 @functools.cache
 def request_schema() -> etree.XMLSchema:
     """Validates a `krs:ReplicationRequest` element (the body we send)."""
-    return etree.XMLSchema(etree.parse(str(data_path(XSD_FILE)), _parser()))
+    return etree.XMLSchema(etree.parse(str(data_path(XSD_FILE)), safe_parser()))
 
 
 @functools.cache
@@ -106,5 +102,7 @@ def header_schema() -> etree.XMLSchema:
         f"{imports}</xs:schema>"
     )
     # base_url makes the relative schemaLocations resolve to the packaged files.
-    root = etree.fromstring(wrapper.encode(), _parser(), base_url=str(directory / "headers.xsd"))
+    root = etree.fromstring(
+        wrapper.encode(), safe_parser(), base_url=str(directory / "headers.xsd")
+    )
     return etree.XMLSchema(root)
