@@ -189,8 +189,37 @@ async def _http_handler(request: Request, exc: Exception) -> Response:
             PROBLEM_TYPES["not-found"],
             f"No such resource: {request.url.path}. The API is described at /openapi.json.",
         )
+    if exc.status_code == 400 and (unreadable := _unreadable_body(exc.__cause__)) is not None:
+        detail, error = unreadable
+        return problem_response(
+            request, PROBLEM_TYPES["malformed-json"], detail, {"errors": [error]}
+        )
     ptype = ProblemType("http-error", exc.status_code, "HTTP error", "processing")
     return problem_response(request, ptype, str(exc.detail))
+
+
+def _unreadable_body(cause: BaseException | None) -> tuple[str, dict[str, Any]] | None:
+    """Detail and `errors` entry for a body FastAPI's JSON parsing gave up on before decoding
+    it (it answers a bare 400 "error parsing the body" then, with the cause chained): bytes
+    that are not UTF-8, or nesting deeper than the parser's recursion limit. None otherwise."""
+    if isinstance(cause, UnicodeDecodeError):
+        # (No offset: after a UTF-8 BOM json.loads reports positions past the BOM.)
+        where = ""
+        if cause.encoding == "utf-8" and cause.start < len(cause.object):
+            where = f" (byte 0x{cause.object[cause.start]:02X} is not allowed where it stands)"
+        detail = f"The request body is not valid UTF-8{where}; send JSON encoded as UTF-8."
+        loc = ["body"]
+        msg = "Request body is not valid UTF-8"
+    elif isinstance(cause, RecursionError):
+        detail = (
+            "The request body nests JSON arrays or objects too deeply to be read; send a JSON"
+            " object shaped as described at /openapi.json."
+        )
+        loc = ["body"]
+        msg = "JSON nested too deeply"
+    else:
+        return None
+    return detail, {"loc": loc, "msg": msg, "type": "json_invalid"}
 
 
 async def _database_handler(request: Request, exc: Exception) -> Response:

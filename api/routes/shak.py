@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
@@ -88,7 +88,9 @@ def resolve_shak(request: Request, body: ResolveRequest) -> Response:
         problem = problems[code]
         if problem is not None:
             result = {"shak": code, "status": "invalid", "units": [], "detail": problem}
-            parts.append(orjson.dumps(result))
+            # The standard library, not orjson: it escapes a lone surrogate ("\ud800", which
+            # JSON input may carry) instead of refusing it, so the code is echoed as sent.
+            parts.append(json.dumps(result).encode())
             counts["invalid"] += 1
         elif (units := found.get(code)) is not None:
             parts.append(

@@ -121,6 +121,23 @@ def test_resolve_in_order(api_client: TestClient, sor_data: SorData) -> None:
     assert r.json()["results"][2]["units"] == []
 
 
+def test_resolve_echoes_codes_that_are_not_valid_unicode(
+    api_client: TestClient, sor_data: SorData
+) -> None:
+    # JSON may carry a lone surrogate escape; it is an invalid code, echoed back as sent.
+    body = b'{"codes": ["\\ud800", "\xc3\x86bl\xc3\xa6", "8001"]}'
+    r = api_client.post(
+        "/v1/shak/resolve", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [(x["shak"], x["status"]) for x in results] == [
+        ("\ud800", "invalid"),
+        ("\u00c6bl\u00e6", "invalid"),
+        ("8001", "found"),
+    ]
+
+
 def test_resolve_default_date_and_empty(api_client: TestClient, sor_data: SorData) -> None:
     r = api_client.post("/v1/shak/resolve", json={"codes": []})
     assert r.status_code == 200
@@ -174,6 +191,38 @@ def test_resolve_malformed(api_client: TestClient, payload: bytes, slug: str, st
     body = problem(r, status, slug)
     if slug in ("malformed-json", "invalid-body"):
         assert body["errors"]
+
+
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("payload", "detail"),
+    [
+        (b'{"codes": ["\xff\xfe"]}', "The request body is not valid UTF-8 (byte 0xFF is not"),
+        (b'{"codes": ["8001\xc3"]}', "The request body is not valid UTF-8 (byte 0xC3 is not"),
+        (
+            b'\xef\xbb\xbf{"codes": ["\xfe"]}',
+            "The request body is not valid UTF-8 (byte 0xFE is not",
+        ),
+        (_DEEP, "The request body nests JSON arrays or objects too deeply to be read"),
+        (b'{"codes": ' + _DEEP + b"}", "The request body nests JSON arrays or objects too deeply"),
+    ],
+    ids=["invalid-utf8", "truncated-utf8", "invalid-after-bom", "nested", "nested-in-codes"],
+)
+def test_resolve_unreadable_body_is_malformed_json(
+    api_client: TestClient, payload: bytes, detail: str
+) -> None:
+    """Bodies json.loads cannot even decode (FastAPI's bare 400) are `malformed-json` too."""
+    r = api_client.post(
+        "/v1/shak/resolve", content=payload, headers={"content-type": "application/json"}
+    )
+    body = problem(r, 400, "malformed-json")
+    assert body["detail"].startswith(detail)
+    assert body["title"] == "Malformed JSON"
+    assert [e["type"] for e in body["errors"]] == ["json_invalid"]
+    for internal in ("Error", "codec", "recursion", "parsing the body"):
+        assert internal not in r.text
 
 
 # --- SOR -------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
+from api.problems import PROBLEM_BASE, PROBLEM_TYPES
 from tests.fixtures.api import SorData, load_sor_data, record_sync_run
 from tests.reliability import hostile
 from tests.reliability.harness import ApiServer, private_database
@@ -159,7 +160,10 @@ def test_malformed_bodies_are_refused_cleanly(
     assert not answer.problems("/v1/shak/resolve"), answer.problems("/v1/shak/resolve")
     assert answer.status in statuses, (name, answer.status, answer.body[:300])
     if answer.status >= 400:
-        assert json.loads(answer.body)["status"] == answer.status
+        problem = json.loads(answer.body)
+        assert problem["status"] == answer.status
+        # only the documented problem types (README "API"), never a generic one
+        assert problem["type"].removeprefix(PROBLEM_BASE) in PROBLEM_TYPES, (name, problem)
 
 
 def test_json_sent_as_another_content_type(live: Live) -> None:
