@@ -81,7 +81,9 @@ def simulator(
     """Run a local stand-in for NSP's KopiRegisterService (KRS) serving SOR data.
 
     With neither --snapshot nor --generate it serves the bundled fictive demo data.
-    Prints the service URL, then serves until Ctrl-C or SIGTERM.
+    Each snapshot is imported with its own CreatedAtTime as ModifiedDate, so a restart with
+    the same data serves the same tokens. Prints the service URL, then serves until Ctrl-C
+    or SIGTERM.
     """
     configure()
     log = get_logger("sorsync.simulator")
@@ -106,7 +108,9 @@ def simulator(
         sources = [(f"bundled demo data ({demo.name})", demo)]
     for name, source in sources:
         try:
-            report = load_snapshot(store, source)
+            # Stamped with each snapshot's own time, not the clock: a restart with the same
+            # inputs serves the same tokens, so a replica's next delta fetches nothing new.
+            report = load_snapshot(store, source, reproducible=True)
         except Exception as exc:  # one readable line; the traceback helps nobody here
             typer.echo(f"could not load {name}: {exc}", err=True)
             raise typer.Exit(EXIT_FAILED) from None

@@ -25,6 +25,15 @@ def demo_snapshot_path() -> Path:
     return _DATA / "demo-sortree.xml.gz"
 
 
+def load_demo(store: Store) -> ImportReport:
+    """Load the bundled demo snapshot as one import run stamped with the snapshot's own
+    CreatedAtTime (2025-01-06T00:00+01:00 for the current file), not the time of loading:
+    every start serves the same rows with the same PIDs and tokens, so a replica's delta after
+    a simulator restart fetches nothing new (stamped with the clock, every restart would
+    re-deliver all demo rows)."""
+    return load_snapshot(store, demo_snapshot_path(), reproducible=True)
+
+
 def write_demo(path: Path | None = None) -> Path:
     path = path or demo_snapshot_path()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -600,14 +600,31 @@ def import_records(
         return report
 
 
+def snapshot_time(header: SnapshotHeader) -> datetime:
+    """A snapshot's own time: its CreatedAtTime (Danish local time when it has no offset), else
+    its SnapshotDate at local midnight."""
+    created = header.created_at
+    if created is None:
+        return local_midnight(header.snapshot_date)
+    return created if created.tzinfo is not None else created.replace(tzinfo=TZ)
+
+
 def load_snapshot(
-    store: Store, source: Path | str | BinaryIO, *, at: datetime | None = None
+    store: Store,
+    source: Path | str | BinaryIO,
+    *,
+    at: datetime | None = None,
+    reproducible: bool = False,
 ) -> ImportReport:
     """Import one SorTree snapshot (XML, optionally gzip-compressed) into `store` as NSP would.
 
     Loading the next day's snapshot afterwards produces exactly the row changes a real KRS would
     deliver the next night. `at` sets the run's ModifiedDate (default: now; always later than the
-    previous run's). Raises `SorTreeError` / `SnapshotImportError` with a message for people.
+    previous run's). With `reproducible` and no `at`, the run is stamped with the snapshot's own
+    time (`snapshot_time`) instead of now: a fresh store loaded with the same snapshots in the
+    same order then serves the same rows with the same PIDs and tokens, so a replica's delta
+    after a simulator restart fetches nothing. Raises `SorTreeError` / `SnapshotImportError`
+    with a message for people.
     """
     stats = MappingStats()
     records: dict[str, list[dict[str, object] | None]] = {}
@@ -615,6 +632,8 @@ def load_snapshot(
         header = tree.header
         for datatype, values in map_units(tree.units(), stats):
             records.setdefault(datatype.key, []).append(values)
+    if at is None and reproducible:
+        at = snapshot_time(header)
     return import_records(store, header, records, stats, at=at)
 
 
@@ -637,4 +656,5 @@ __all__ = [
     "local_midnight",
     "map_units",
     "overlapping",
+    "snapshot_time",
 ]

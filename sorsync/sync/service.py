@@ -68,9 +68,8 @@ def krs_source(settings: Settings, url: str | None = None) -> Iterator[Source]:
 def _start_builtin_simulator() -> SimulatorHandle:
     try:
         from sorsync.simulator.demo import (  # type: ignore[import-untyped,unused-ignore]
-            demo_snapshot_path,
+            load_demo,
         )
-        from sorsync.simulator.importer import load_snapshot
         from sorsync.simulator.server import serve_in_thread
         from sorsync.simulator.store import Store
     except ImportError as exc:  # a partial installation
@@ -80,7 +79,7 @@ def _start_builtin_simulator() -> SimulatorHandle:
         ) from None
     store = Store()
     try:
-        load_snapshot(store, demo_snapshot_path())
+        load_demo(store)  # stamped reproducibly: a later delta fetches nothing new
     except Exception as exc:
         raise SourceError(f"could not load the bundled demo data: {exc}") from None
     return serve_in_thread(store)

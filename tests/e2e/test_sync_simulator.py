@@ -11,7 +11,9 @@ from sqlalchemy import Engine
 from sorsync.datatypes import DATATYPES, SYGEHUS, SYGEHUSAFDELING
 from sorsync.krs import wire
 from sorsync.krs.client import KrsClient
-from sorsync.simulator.server import SimulatorHandle
+from sorsync.simulator.demo import load_demo
+from sorsync.simulator.server import SimulatorHandle, serve_in_thread
+from sorsync.simulator.store import Store
 from sorsync.sync import sync
 from tests.fixtures.simulator import AddRows
 from tests.fixtures.sync import (
@@ -78,6 +80,46 @@ def test_full_then_delta_mirrors_the_source(
     for d in again.datatypes:
         assert d.reconciliation is not None
         assert d.reconciliation.differences == 0, (d.key, d.reconciliation)
+
+
+def _last_tokens(store: Store) -> dict[str, str]:
+    out = {}
+    for key, table in store.tables.items():
+        last = table.last()
+        assert last is not None, key
+        out[key] = wire.make_token(last.modified, last.pid)
+    return out
+
+
+def test_a_restarted_demo_simulator_delivers_nothing_new(clean_db: Engine) -> None:
+    """The bundled demo is stamped with its own CreatedAtTime, not the clock: a simulator
+    restarted on it serves the same rows with the same tokens, so the next delta is empty."""
+    first = serve_in_thread(Store())
+    try:
+        load_demo(first.store)
+        with KrsClient(first.url, timeout=10) as client:
+            full = sync(clean_db, client, ALL, kind="full")
+        assert full.ok, full.error
+        assert full.records > 1000
+        before = _last_tokens(first.store)
+    finally:
+        first.stop()
+
+    second = serve_in_thread(Store())
+    try:
+        load_demo(second.store)
+        # the same stamp whenever it is loaded: the snapshot's CreatedAtTime
+        demo_time = int(datetime(2025, 1, 6, tzinfo=CPH).timestamp())
+        assert {r.modified for t in second.store.tables.values() for r in t} == {demo_time}
+        assert _last_tokens(second.store) == before
+        with KrsClient(second.url, timeout=10) as client:
+            delta = sync(clean_db, client, ALL)
+        assert delta.ok, delta.error
+        assert delta.records == 0
+        assert {d.key: sync_token(clean_db, d) for d in ALL} == before
+        assert_replica_matches_store(clean_db, second.store, ALL)
+    finally:
+        second.stop()
 
 
 def test_unknown_element_lands_in_extra(

@@ -12,9 +12,11 @@ from pathlib import Path
 import requests
 from lxml import etree
 
-from sorsync.krs.wire import NS_ATOM, NS_KRS, NS_SOAP
+from sorsync.krs.wire import NS_ATOM, NS_KRS, NS_SOAP, make_token
 from sorsync.simulator.generator import evolve, generate, write_sortree
+from sorsync.simulator.importer import load_snapshot
 from sorsync.simulator.server import SimulatorHandle
+from sorsync.simulator.store import Store
 from tests.fixtures.simulator import krs_request
 
 NS = {"S": NS_SOAP, "a": NS_ATOM, "k": NS_KRS}
@@ -97,6 +99,14 @@ def test_cli_serves_snapshots_and_stops_on_sigterm(tmp_path: Path) -> None:
         base = url.split("/stamdata-batch-copy-ws")[0]
         state = requests.get(base + "/admin/state", timeout=10).json()
         assert state["datatypes"][KEY]["rows"] > 0
+        # Stamped with each snapshot's CreatedAtTime, not the clock: any load of the same files
+        # (a restarted simulator) gives the same tokens.
+        again = Store()
+        for day in (day1, day2):
+            load_snapshot(again, day, reproducible=True)
+        last = again.table(KEY).last()
+        assert last is not None
+        assert state["datatypes"][KEY]["last_token"] == make_token(last.modified, last.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)

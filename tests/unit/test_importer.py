@@ -24,8 +24,9 @@ from sorsync.simulator.importer import (
     decide,
     load_snapshot,
     overlapping,
+    snapshot_time,
 )
-from sorsync.simulator.sortree import Address, VirtualAddress
+from sorsync.simulator.sortree import Address, SnapshotHeader, VirtualAddress
 from sorsync.simulator.store import Row, Store
 
 SAMPLES = Path(__file__).parent.parent / "data" / "sor-xml-samples"
@@ -453,6 +454,51 @@ def test_second_snapshot_produces_nsps_deltas() -> None:
     assert counts["sor/sygehusafdeling/v1"].closed == 1
     assert counts["sor/sygehusafdeling/v1"].unchanged == 1
     assert counts["sor/sygehus/v1"].updated == 1
+
+
+def _tokens(store: Store) -> list[tuple[str, int, int]]:
+    return sorted((key, r.pid, r.modified) for key, t in store.tables.items() for r in t)
+
+
+def test_reproducible_loads_are_stamped_with_the_snapshot_time() -> None:
+    """Two fresh stores fed the same snapshots in the same order hold the same PIDs and
+    ModifiedDates (a restarted simulator serves the same tokens)."""
+    model, u = hospital_model()
+    day0 = io.BytesIO()
+    write_sortree(model, day0)
+    model.snapshot_date = date(2024, 3, 2)
+    u["dept"].name = "Afdeling, nyt navn"
+    day1 = io.BytesIO()
+    write_sortree(model, day1)
+
+    stores = []
+    for _ in range(2):
+        store = Store()
+        for day in (day0, day1):
+            day.seek(0)
+            load_snapshot(store, day, reproducible=True)
+        stores.append(store)
+    assert _tokens(stores[0]) == _tokens(stores[1])
+    stamps = {modified for _, _, modified in _tokens(stores[0])}
+    # the generator writes CreatedAtTime = the snapshot date at local midnight
+    assert stamps == {
+        int(midnight("2024-03-01").timestamp()),
+        int(midnight("2024-03-02").timestamp()),
+    }
+    # `at` still wins
+    store = Store()
+    day0.seek(0)
+    at = datetime(2024, 5, 1, 12, tzinfo=TZ)
+    assert load_snapshot(store, day0, at=at, reproducible=True).modified == int(at.timestamp())
+
+
+def test_snapshot_time_is_created_at_in_local_time_else_the_snapshot_date() -> None:
+    day = date(2024, 3, 1)
+    assert snapshot_time(SnapshotHeader(day, None)) == midnight("2024-03-01")
+    naive = datetime(2024, 3, 1, 4, 30)
+    assert snapshot_time(SnapshotHeader(day, naive)) == naive.replace(tzinfo=TZ)
+    aware = datetime.fromisoformat("2024-03-01T04:30:00+00:00")
+    assert snapshot_time(SnapshotHeader(day, aware)) == aware
 
 
 def test_closing_with_changed_data_shifts_the_old_row() -> None:
