@@ -29,6 +29,9 @@ from sorsync.lookup.aio import AsyncConn
 
 MAX_AGE_S = 300
 MAX_CACHED_BODY = 64 * 1024  # a unit with thousands of children is rare: not worth the memory
+# Whatever the entry count: query strings are part of the key, so a client adding junk parameters
+# to the largest answers must not be able to grow a worker by more than this.
+MAX_CACHE_BYTES = 64 * 1024 * 1024
 CACHE_CONTROL = f"public, max-age={MAX_AGE_S}"
 JSON = "application/json"
 
@@ -89,10 +92,12 @@ class ResponseCache:
     so it needs no lock.
     """
 
-    def __init__(self, entries: int) -> None:
+    def __init__(self, entries: int, max_bytes: int = MAX_CACHE_BYTES) -> None:
         self.entries = entries
+        self.max_bytes = max_bytes
         self._version: DataVersion | None = None
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
 
     def get(self, version: DataVersion, etag: str) -> bytes | None:
         if version != self._version:
@@ -107,10 +112,14 @@ class ResponseCache:
             return
         if version != self._version:
             self._bodies.clear()
+            self._bytes = 0
             self._version = version
+        if (old := self._bodies.pop(etag, None)) is not None:
+            self._bytes -= len(old)
         self._bodies[etag] = body
-        if len(self._bodies) > self.entries:
-            self._bodies.popitem(last=False)
+        self._bytes += len(body)
+        while len(self._bodies) > self.entries or self._bytes > self.max_bytes:
+            self._bytes -= len(self._bodies.popitem(last=False)[1])
 
     def __len__(self) -> int:
         return len(self._bodies)

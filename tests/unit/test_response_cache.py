@@ -50,3 +50,15 @@ def test_what_is_never_kept() -> None:
     assert cache.get(NO_VERSION, "a") is None
     cache.put(V1, "big", b"x" * (MAX_CACHED_BODY + 1))
     assert cache.get(V1, "big") is None
+
+
+def test_bounded_by_bytes_too() -> None:
+    cache = ResponseCache(100, max_bytes=10)
+    cache.put(V1, "a", b"1234")
+    cache.put(V1, "b", b"5678")
+    cache.put(V1, "a", b"abcd")  # replaced, not counted twice
+    cache.put(V1, "c", b"90")
+    assert len(cache) == 3
+    cache.put(V1, "d", b"xyz")  # 13 bytes now: the least recently used ("b") goes
+    assert cache.get(V1, "b") is None
+    assert [cache.get(V1, k) for k in "acd"] == [b"abcd", b"90", b"xyz"]
