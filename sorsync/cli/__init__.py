@@ -19,6 +19,7 @@ from sorsync.config import ConfigError
 
 
 def main() -> None:
+    run.tie_to_parent()
     try:
         app()
     except ConfigError as exc:

@@ -7,11 +7,14 @@ with the resolved URLs in their environment. Ctrl-C or SIGTERM stops every child
 parent (which stops the embedded server last). A child that dies stops everything with exit 1.
 
 Children run in their own process group: a Ctrl-C on the terminal reaches only the parent,
-which then stops each child exactly once (a second signal would make the scheduler hurry).
+which then stops each child exactly once (a second signal would make the scheduler hurry). If
+the parent dies without stopping them (SIGKILL, OOM killer), the kernel sends each child SIGTERM
+(Linux; `tie_to_parent`), so no orphaned API keeps answering from a replica nobody syncs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -34,6 +37,7 @@ from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, app
 from sorsync.config import Settings, get_settings
 from sorsync.logs import configure, get_logger
 
+PARENT_ENV = "SORSYNC_RUN_PARENT"  # set for the children: the pid of `sorsync run`
 CHILD_STOP_TIMEOUT = 30.0  # seconds for children to stop before they are killed
 SIMULATOR_START_TIMEOUT = 60.0
 API_READY_TIMEOUT = 60.0
@@ -84,9 +88,11 @@ class Supervisor:
     def spawn(
         self, name: str, args: Sequence[str], env: dict[str, str], stdout: int | None = None
     ) -> Child:
+        # Spawned from the main thread only: the kernel's parent-death signal fires when the
+        # spawning *thread* ends.
         proc = subprocess.Popen(
             [sys.executable, "-m", "sorsync", *args],
-            env=env,
+            env={**env, PARENT_ENV: str(os.getpid())},
             stdout=stdout,
             stdin=subprocess.DEVNULL,
             process_group=0,
@@ -122,6 +128,26 @@ class Supervisor:
             time.sleep(0.05)
         for child in running:
             child.proc.wait()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def tie_to_parent() -> None:
+    """In a child of `sorsync run`: have the kernel send SIGTERM when that parent dies, however
+    it dies. The child's SIGTERM handling then stops it as cleanly as the parent would have.
+
+    A no-op outside Linux and outside `sorsync run`. The variable is removed, so the child's
+    own children (uvicorn workers) are tied to the child, by their own means, not to `run`.
+    """
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return  # not fatal: the parent's normal shutdown still stops this process
+    if os.getppid() != int(parent):  # the parent died before the request above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _log() -> Any:

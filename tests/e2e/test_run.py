@@ -238,3 +238,35 @@ def test_port_in_use_is_reported_before_anything_starts(
         assert run.proc.wait(timeout=30) == 2
     assert f"cannot serve the API on 127.0.0.1:{port}" in run.stderr()
     assert "SORSYNC_API_PORT" in run.stderr()
+
+
+def test_children_stop_when_the_parent_is_killed(
+    empty_database_url: str,
+    simulator: SimulatorHandle,
+    sim_add_rows: AddRows,
+    start_run: Callable[[dict[str, str]], Run],
+) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the parent-death signal is Linux only")  # documented in the README
+    sim_add_rows(SYGEHUS.key, [source_values(SYGEHUS, i) for i in range(3)])
+    env = bare_env(
+        SORSYNC_DATABASE_URL=empty_database_url,
+        SORSYNC_KRS_URL=simulator.url,
+        SORSYNC_KRS_DATATYPES=SYGEHUS.key,
+        SORSYNC_API_PORT=str(free_port()),
+        SORSYNC_METRICS_PORT="0",
+    )
+    run = start_run(env)
+    wait_for(lambda: "docs:" in run.stdout(), 60, "the banner", run)
+    children = descendants(run.proc.pid)
+    table = process_table()
+    assert {"scheduler", "serve"} <= {
+        part for pid in children for part in ("scheduler", "serve") if part in table[pid][1]
+    }
+
+    run.proc.kill()  # no chance to stop anything itself
+    run.proc.wait()
+    deadline = time.monotonic() + 30
+    while (left := still_running(children, "\0")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], f"children outlived a SIGKILLed sorsync run: {left}"
