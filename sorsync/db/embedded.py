@@ -7,6 +7,7 @@ maintained fork of pgserver; see the README for why it was chosen.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -22,10 +23,42 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir("sorsync")) / "postgres"
 
 
+# The library's list of the processes using a server: it stops the server when the last one exits.
+_USERS_FILE = ".handle_pids.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def forget_dead_users(path: Path) -> None:
+    """Drop processes that died without leaving (SIGKILL, OOM) from the server's user list.
+
+    The library counts every process that joined the server and stops it when the last one
+    leaves; one that was killed never leaves, so the server would run forever after.
+    """
+    users_file = path / _USERS_FILE
+    try:
+        users = json.loads(users_file.read_text())
+    except (OSError, ValueError):
+        return  # no server yet, or a file we do not understand: leave it to the library
+    if isinstance(users, list) and all(isinstance(pid, int) for pid in users):
+        alive = [pid for pid in users if _alive(pid)]
+        if alive != users:
+            users_file.write_text(json.dumps(alive))
+
+
 def start(path: Path | None = None) -> str:
     """Start (or join) the embedded server for `path` and return a psycopg SQLAlchemy URL."""
     path = (path or data_dir()).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    forget_dead_users(path)
     if "XDG_RUNTIME_DIR" not in os.environ:
         # platformdirs warns when it has to fall back to /tmp for the lock file.
         os.environ["XDG_RUNTIME_DIR"] = str(path.parent)
