@@ -44,6 +44,10 @@ def etag_for(version: DataVersion, request: Request, day: dt.date | None) -> str
     return f'"{version.tag}-{digest}"'
 
 
+def _validators(etag: str) -> dict[str, str]:
+    return {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+
+
 def matches(if_none_match: str | None, etag: str) -> bool:
     """RFC 9110 weak comparison, as If-None-Match requires."""
     if not if_none_match:
@@ -76,10 +80,9 @@ def cached_lookup(
 
     def work(conn: Connection) -> Response:
         etag = etag_for(db.data_version(conn), request, day)
-        headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
         if matches(if_none_match, etag):
-            return Response(status_code=304, headers=headers)
-        return json_response(compute(conn), media_type=media_type, headers=headers)
+            return Response(status_code=304, headers=_validators(etag))
+        return json_response(compute(conn), media_type=media_type, headers=_validators(etag))
 
     return db.run(work)
 
@@ -140,29 +143,31 @@ async def acached_lookup(
     cache: ResponseCache = request.app.state.responses
     _, metrics = app_state(request)
 
-    def answer(version: DataVersion, etag: str) -> Response | None:
-        headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    def known(version: DataVersion, etag: str) -> Response | None:
+        """304, or the cached answer, or None when the lookup has to run."""
         if matches(if_none_match, etag):
-            return Response(status_code=304, headers=headers)
+            return Response(status_code=304, headers=_validators(etag))
         body = cache.get(version, etag)
         if body is None:
             return None
         metrics.lookup(kind, "found")
-        return Response(body, media_type=JSON, headers=headers)
+        return Response(body, media_type=JSON, headers=_validators(etag))
 
     # Within the version's TTL a repeated lookup needs no database connection at all.
     version = db.fresh_version()
-    if version is not None and (early := answer(version, etag_for(version, request, day))):
-        return early
+    if version is not None:
+        early = known(version, etag_for(version, request, day))
+        if early is not None:
+            return early
 
     async def work(conn: AsyncConn) -> Response:
         version = await db.adata_version(conn)
         etag = etag_for(version, request, day)
-        if (known := answer(version, etag)) is not None:
-            return known
-        body = orjson.dumps(await compute(conn))
-        cache.put(version, etag, body)
-        headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
-        return Response(body, media_type=JSON, headers=headers)
+        answer = known(version, etag)
+        if answer is None:
+            body = orjson.dumps(await compute(conn))
+            cache.put(version, etag, body)
+            answer = Response(body, media_type=JSON, headers=_validators(etag))
+        return answer
 
     return await db.arun(work)

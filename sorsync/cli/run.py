@@ -143,8 +143,11 @@ def tie_to_parent() -> None:
     parent = os.environ.pop(PARENT_ENV, None)
     if parent is None or not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    try:
+        tied = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # an unusual libc: as on other systems
+        return
+    if tied != 0:
         return  # not fatal: the parent's normal shutdown still stops this process
     if os.getppid() != int(parent):  # the parent died before the request above took effect
         os.kill(os.getpid(), signal.SIGTERM)
