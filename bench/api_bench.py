@@ -1,33 +1,13 @@
-"""API benchmark: lookups against a replica of 100 000 units, printed as JSON lines.
+"""The API benchmarks' fixture: a synthetic SOR replica (hospitals → departments → sections,
+practices, yder, pharmacies; SHAK codes of 4, 6 and 7 characters) loaded with COPY, and
+`sorsync serve` started on an ephemeral loopback port in its own process.
 
-    SORSYNC_TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        .venv/bin/python -m bench.api_bench [--units 100000] [--clients 16] [--workers 1]
-
-Creates a scratch database on that server (dropped afterwards), loads synthetic units with
-COPY, starts `sorsync serve` on an ephemeral loopback port in its own process, and drives it
-from another process with an asyncio httpx2 client (keep-alive, `--clients` concurrent
-connections, bounded by request count and time). Scenarios:
-
-* `constant`  GET /livez: no database, the framework's ceiling on this machine
-* `shak`      GET /v1/shak/{code}: one SHAK lookup (random existing codes)
-* `sor`       GET /v1/sor/{id}: a section with its ancestors and children
-* `resolve`   POST /v1/shak/resolve with 10 000 codes, one client, sequential
-
-Besides throughput and latency each line reports CPU time per request of the server process(es),
-the load generator and the PostgreSQL backends serving the API: on a small machine the three
-compete for the same cores, and CPU per request is the figure that carries over to a server
-with cores of its own. `--client raw` swaps httpx2 for a minimal asyncio HTTP/1.1 client
-(keep-alive GETs only), which costs far less CPU per request, to show the server's own limit.
-
-Targets (issue): ≥ 2 000 lookups/s with p99 ≤ 10 ms at 16 clients; 10 000 codes in ≤ 250 ms.
+Used by bench/api_suite.py (wrk against the API) and bench/run_all.py (delta visibility).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import datetime as dt
-import json
 import os
 import random
 import re
@@ -35,26 +15,18 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from multiprocessing import get_context
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 
-from sorsync.db import migrate
 from sorsync.db.engine import make_engine
 from sorsync.db.models import REPLICA_TABLES
 from sorsync.identifiers import make_gln, make_sor_id
 
 CPH = ZoneInfo("Europe/Copenhagen")
-
-
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps(record), flush=True)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -183,72 +155,18 @@ class Data:
             )
 
 
-# --- server ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    server = os.environ.get("SORSYNC_TEST_DATABASE_URL") or os.environ.get("SORSYNC_DATABASE_URL")
-    if not server:
-        raise SystemExit("set SORSYNC_TEST_DATABASE_URL to a PostgreSQL server URL")
-    server = server.replace("postgresql://", "postgresql+psycopg://", 1)
-    name = f"sorsync_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(server, pool=False)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def process_cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the given processes (Linux /proc)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and its descendants (uvicorn workers)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, IndexError):
-                continue
-    tree, frontier = [root], [root]
-    while frontier:
-        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
-        tree += frontier
-    return tree
-
-
-def api_backends(url: str) -> list[int]:
-    """PIDs of the PostgreSQL backends the API holds open (same machine only)."""
+def load(url: str, units: int) -> Data:
+    """Build `units` synthetic units and COPY them into the (migrated) database at `url`."""
+    data = Data(units).build()
     engine = make_engine(url, pool=False)
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT pid FROM pg_stat_activity "
-                    "WHERE application_name = 'sorsync-api' AND datname = current_database()"
-                )
-            )
-            return [int(r[0]) for r in rows]
+        data.copy_into(engine)
     finally:
         engine.dispose()
+    return data
+
+
+# --- server ---------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -285,166 +203,3 @@ def api_server(
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-
-
-# --- load generator (runs in its own process) -----------------------------------------------
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-class RawClient:
-    """One keep-alive HTTP/1.1 connection doing GETs: just enough protocol for this server
-    (Content-Length bodies, no chunking), at a fraction of a full client's CPU cost."""
-
-    def __init__(self, base: str) -> None:
-        host, port = base.removeprefix("http://").split(":")
-        self.host, self.port = host, int(port)
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await self.reader.readexactly(length)
-        return status
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            await self.writer.wait_closed()
-
-
-def run_load(
-    base: str,
-    paths: list[str],
-    clients: int,
-    max_requests: int,
-    max_seconds: float,
-    body: bytes | None = None,
-    kind: str = "httpx",
-) -> dict[str, Any]:
-    """Drive `clients` concurrent keep-alive connections through `paths` (round robin) until
-    `max_requests` are done or `max_seconds` pass; latency per request in ms."""
-    import httpx2
-
-    async def main() -> dict[str, Any]:
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        counter = iter(range(max_requests))
-        deadline = time.perf_counter() + max_seconds
-        limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
-        async with httpx2.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-            raws = [RawClient(base) for _ in range(clients)]
-
-            async def request(n: int, path: str) -> int:
-                if body is not None:
-                    headers = {"content-type": "application/json"}
-                    return (await client.post(path, content=body, headers=headers)).status_code
-                if kind == "raw":
-                    return await raws[n].get(path)
-                return (await client.get(path)).status_code
-
-            async def worker(n: int) -> None:
-                for i in counter:
-                    if time.perf_counter() > deadline:
-                        return
-                    t0 = time.perf_counter()
-                    status = await request(n, paths[i % len(paths)])
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    statuses[status] = statuses.get(status, 0) + 1
-
-            # warm up connections (and server-side prepared statements), not measured
-            await asyncio.gather(*(request(n, paths[n % len(paths)]) for n in range(clients)))
-            t_start, cpu_start = time.perf_counter(), time.process_time()
-            await asyncio.gather(*(worker(n) for n in range(clients)))
-            elapsed = time.perf_counter() - t_start
-            cpu = time.process_time() - cpu_start
-            for raw in raws:
-                await raw.close()
-        return {
-            "requests": len(latencies),
-            "seconds": round(elapsed, 3),
-            "rps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(_percentile(latencies, 0.50), 2),
-            "p99_ms": round(_percentile(latencies, 0.99), 2),
-            "max_ms": round(max(latencies), 2),
-            "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "client_cpu_us_per_req": round(cpu / len(latencies) * 1e6),
-        }
-
-    return asyncio.run(main())
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--units", type=int, default=100_000)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--requests", type=int, default=20_000, help="per scenario, at most")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per scenario, at most")
-    parser.add_argument("--client", choices=("httpx", "raw"), default="httpx")
-    args = parser.parse_args()
-
-    emit({"bench": "api", "units": args.units, "clients": args.clients, "workers": args.workers,
-          "client": args.client, "cpus": os.cpu_count()})  # fmt: skip
-    with scratch_database() as url:
-        t0 = time.perf_counter()
-        migrate.upgrade(url)
-        data = Data(args.units).build()
-        engine = make_engine(url, pool=False)
-        try:
-            data.copy_into(engine)
-        finally:
-            engine.dispose()
-        rows = sum(len(r) for r in data.rows.values())
-        emit({"scenario": "load", "units": data.seq, "rows": rows,
-              "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
-
-        rng = random.Random(1)
-        shak_paths = [f"/v1/shak/{c}" for c in rng.sample(data.shak, min(5000, len(data.shak)))]
-        sor_paths = [
-            f"/v1/sor/{s}" for s in rng.sample(data.sections, min(5000, len(data.sections)))
-        ]
-        codes = rng.sample(data.shak, min(9_000, len(data.shak)))
-        codes += [f"Z{i:05d}" for i in range(10_000 - len(codes))]  # not found
-        resolve_body = json.dumps({"codes": codes}).encode()
-
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-        with api_server(url, args.workers) as (base, server_pid), pool:
-            scenarios: list[tuple[str, list[str], int, int, float, bytes | None]] = [
-                ("constant", ["/livez"], args.clients, args.requests, args.seconds, None),
-                ("shak", shak_paths, args.clients, args.requests, args.seconds, None),
-                ("sor", sor_paths, args.clients, args.requests, args.seconds, None),
-                ("resolve", ["/v1/shak/resolve"], 1, 30, 60.0, resolve_body),
-            ]
-            for name, paths, clients, count, seconds, body in scenarios:
-                server = process_tree(server_pid)
-                server_cpu = process_cpu_seconds(server)
-                backends = api_backends(url)
-                db_cpu = process_cpu_seconds(backends)
-                result = pool.submit(
-                    run_load, base, paths, clients, count, seconds, body, args.client
-                ).result()
-                n = result["requests"]
-                server_us = (process_cpu_seconds(server) - server_cpu) / n * 1e6
-                # backends opened during the run were not in the first sample: count them whole
-                db_us = (process_cpu_seconds(api_backends(url)) - db_cpu) / n * 1e6
-                extra = {"codes": len(codes)} if body is not None else {}
-                emit({"scenario": name, "clients": clients, **extra, **result,
-                      "server_cpu_us_per_req": round(server_us),
-                      "db_cpu_us_per_req": round(db_us)})  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()

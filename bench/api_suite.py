@@ -139,17 +139,11 @@ def main() -> None:
     args = parser.parse_args()
     concurrency = [int(c) for c in args.clients.split(",")]
 
-    from bench.api_bench import Data, api_server
-    from sorsync.db.engine import make_engine
+    from bench.api_bench import api_server, load
 
     with scratch_database() as url:
         started = time.perf_counter()
-        data = Data(args.units).build()
-        engine = make_engine(url, pool=False)
-        try:
-            data.copy_into(engine)
-        finally:
-            engine.dispose()
+        data = load(url, args.units)
         emit({"bench": "api_load", "units": data.seq,
               "rows": sum(len(r) for r in data.rows.values()),
               "seconds": round(time.perf_counter() - started, 2)})  # fmt: skip
