@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, text
 
 from sorsync.datatypes import APOTEK, SYGEHUS
+from sorsync.krs import wire
 from sorsync.krs.errors import TransportError
 from sorsync.sync import sync
-from tests.fixtures.sync import MemorySource, replica_rows
+from tests.fixtures.sync import MemorySource, replica_rows, sync_token
 
 T0 = 1_700_000_000
 
@@ -70,5 +71,10 @@ def test_failed_first_full_keeps_every_index(clean_db: Engine, memory_source: Me
     # SYGEHUS is applied (indexes dropped and rebuilt) before APOTEK fails: all rolled back
     result = sync(clean_db, FailsLate(), [SYGEHUS, APOTEK], kind="full", page_size=2)
     assert not result.ok
+    assert [d.status for d in result.datatypes] == ["skipped", "failed"]
     assert replica_rows(clean_db, SYGEHUS) == {}
+    assert sync_token(clean_db, SYGEHUS) is None
+    with clean_db.connect() as conn:
+        state = conn.execute(text("SELECT datatype, token, last_error FROM krs.sync_state")).all()
+    assert state == [("apotek", wire.START_TOKEN, f"{APOTEK.key}: KRS went away")]
     assert indexes(clean_db) == before
