@@ -23,7 +23,6 @@ from sqlalchemy import Connection
 from starlette.responses import Response
 
 from api.database import Database
-from api.deps import app_state
 from sorsync.lookup import DataVersion
 from sorsync.lookup.aio import AsyncConn
 
@@ -134,14 +133,13 @@ async def acached_lookup(
     day: dt.date,
     compute: Callable[[AsyncConn], Awaitable[Any]],
     *,
-    kind: str,
+    hit: Callable[[], None],
 ) -> Response:
     """`cached_lookup` for the hot async routes (on the event loop, no worker thread), with
-    answers kept in the app's ResponseCache. `kind` labels the lookup metric on a cache hit
+    answers kept in the app's ResponseCache. `hit` records a lookup answered from the cache
     (`compute` records its own)."""
     if_none_match = request.headers.get("if-none-match")
     cache: ResponseCache = request.app.state.responses
-    _, metrics = app_state(request)
 
     def known(version: DataVersion, etag: str) -> Response | None:
         """304, or the cached answer, or None when the lookup has to run."""
@@ -150,7 +148,7 @@ async def acached_lookup(
         body = cache.get(version, etag)
         if body is None:
             return None
-        metrics.lookup(kind, "found")
+        hit()
         return Response(body, media_type=JSON, headers=_validators(etag))
 
     # Within the version's TTL a repeated lookup needs no database connection at all.

@@ -53,7 +53,9 @@ async def get_shak(
             raise not_found(f"No unit carries SHAK code {shak} on {day}.")
         return {"shak": shak, "date": day, "units": [unit_json(u) for u in units]}
 
-    return await acached_lookup(request, db, day, compute, kind="shak")
+    return await acached_lookup(
+        request, db, day, compute, hit=lambda: metrics.lookup("shak", "found")
+    )
 
 
 @router.post(

@@ -49,7 +49,9 @@ async def get_sor(request: Request, sor_id: SorIdPath, date: DateQuery = None) -
             "children": [str(c) for c in tree.children],
         }
 
-    return await acached_lookup(request, db, day, compute, kind="sor")
+    return await acached_lookup(
+        request, db, day, compute, hit=lambda: metrics.lookup("sor", "found")
+    )
 
 
 @router.get(
