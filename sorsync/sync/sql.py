@@ -66,26 +66,6 @@ def create_shadow(dt: Datatype) -> list[sql.Composed]:
     ]
 
 
-def qualified(dt: Datatype) -> str:
-    """The live table's name as text for `::regclass` (quoted, so any name survives)."""
-    return live(dt).as_string(None)
-
-
-# Indexes that neither back a constraint nor enforce uniqueness, with their CREATE statements
-# exactly as the catalog has them (so a rebuild is the same index under the same name).
-SECONDARY_INDEXES = sql.SQL(
-    "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-    "WHERE i.indrelid = %s::regclass AND NOT i.indisunique AND NOT i.indisprimary "
-    "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
-    "ORDER BY 1"
-)
-
-
-def drop_index(regclass_text: str) -> sql.Composed:
-    # regclass::text is already a quoted, schema-qualified name when needed.
-    return sql.SQL("DROP INDEX {}").format(sql.SQL(regclass_text))
-
-
 def truncate(table: sql.Identifier) -> sql.Composed:
     return sql.SQL("TRUNCATE {}").format(table)
 

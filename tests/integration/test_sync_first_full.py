@@ -1,5 +1,6 @@
-"""The first full (empty replica) stages every page and rebuilds the lookup indexes once: the
-indexes must come back exactly as the migrations made them, also when the run fails."""
+"""The first full (empty replica) COPies every page straight into the live table, its lookup
+indexes in place: they must be exactly as the migrations made them afterwards, also when the run
+fails, and answer lookups."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def fill(source: MemorySource, n: int) -> None:
 
 def test_first_full_keeps_every_index(clean_db: Engine, memory_source: MemorySource) -> None:
     before = indexes(clean_db)
-    assert any("trgm" in name for name, _ in before)  # the rebuild includes the GIN index
+    assert any("trgm" in name for name, _ in before)
     fill(memory_source, 7)
     result = sync(clean_db, memory_source, [SYGEHUS], kind="full", page_size=3)
     assert result.ok, result.error
@@ -49,7 +50,7 @@ def test_first_full_keeps_every_index(clean_db: Engine, memory_source: MemorySou
     assert (res.pages, res.records, res.inserted, res.updated) == (3, 7, 7, 0)
     assert indexes(clean_db) == before
     assert sorted(replica_rows(clean_db, SYGEHUS)) == list(range(1, 8))
-    with clean_db.connect() as conn:  # the rebuilt indexes answer lookups
+    with clean_db.connect() as conn:  # the indexes hold the copied rows
         conn.execute(text("SET enable_seqscan = off"))
         found = conn.execute(
             text("SELECT pid FROM krs.sor_sygehus_v1 WHERE sor_nummer = 104")
@@ -68,7 +69,7 @@ def test_failed_first_full_keeps_every_index(clean_db: Engine, memory_source: Me
                 raise TransportError("KRS went away")
             return memory_source.replicate(datatype, offset, max_records)
 
-    # SYGEHUS is applied (indexes dropped and rebuilt) before APOTEK fails: all rolled back
+    # SYGEHUS is copied in before APOTEK fails: all of it is rolled back
     result = sync(clean_db, FailsLate(), [SYGEHUS, APOTEK], kind="full", page_size=2)
     assert not result.ok
     assert [d.status for d in result.datatypes] == ["skipped", "failed"]

@@ -184,14 +184,26 @@ def test_refuses_to_empty_the_replica(clean_db: Engine, memory_source: MemorySou
 
 
 def test_pid_moved_during_full_is_taken_once(clean_db: Engine) -> None:
-    # The source imported while the full was running: PID 1 reappears later in the feed.
+    # The source imported while the full was running: PID 1 reappears later in the feed, and
+    # PID 3 twice in one page. The first full copies pages straight into the live table; a page
+    # that repeats a PID is taken back and merged instead, and the pages after it copy again.
     first = Page([make_entry(SYGEHUS, p, T0, navn=f"v1-{p}") for p in (1, 2)])
-    second = Page([make_entry(SYGEHUS, 1, T0 + 9, navn="v2-1")])
-    result = sync(clean_db, ScriptedSource({SYGEHUS.key: [first, second]}), [SYGEHUS], kind="full")
+    second = Page(
+        [
+            make_entry(SYGEHUS, 1, T0 + 9, navn="v2-1"),
+            make_entry(SYGEHUS, 3, T0 + 9, navn="v1-3"),
+            make_entry(SYGEHUS, 3, T0 + 10, navn="v2-3"),
+        ]
+    )
+    third = Page([make_entry(SYGEHUS, 4, T0 + 11, navn="v1-4")])
+    source = ScriptedSource({SYGEHUS.key: [first, second, third]})
+    result = sync(clean_db, source, [SYGEHUS], kind="full")
     assert result.ok, result.error
+    (res,) = result.datatypes
+    assert (res.pages, res.records, res.inserted, res.updated) == (3, 6, 4, 1)
     rows = replica_rows(clean_db, SYGEHUS)
-    assert {p: r["navn"] for p, r in rows.items()} == {1: "v2-1", 2: "v1-2"}
-    assert sync_token(clean_db, SYGEHUS) == wire.make_token(T0 + 9, 1)
+    assert {p: r["navn"] for p, r in rows.items()} == {1: "v2-1", 2: "v1-2", 3: "v2-3", 4: "v1-4"}
+    assert sync_token(clean_db, SYGEHUS) == wire.make_token(T0 + 11, 4)
 
 
 def test_several_datatypes_swap_together(clean_db: Engine, memory_source: MemorySource) -> None:
