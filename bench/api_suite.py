@@ -11,8 +11,8 @@ Scenarios, each at every --clients value, bounded by --seconds:
 * `constant`  a bare FastAPI endpoint returning a constant (bench/constant_app.py) under the
               same uvicorn settings as `sorsync serve`: the framework's ceiling here
 * `livez`     our app's GET /livez (no database): the ceiling with our middleware
-* `shak`      GET /v1/shak/{code}, 5 000 distinct existing codes, round robin (after the
-              warm-up round all are answered from the API's in-memory cache)
+* `shak`      GET /v1/shak/{code}, 5 000 distinct existing codes, round robin (a warm-up pass
+              asks for each once, so all are then answered from the API's in-memory cache)
 * `sor`       GET /v1/sor/{id} of sections (unit + 2 ancestors + children), likewise
 * `shak_uncached`, `sor_uncached`  the same with the cache off (SORSYNC_API_CACHE_ENTRIES=0):
               every lookup goes to PostgreSQL
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -35,6 +36,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.common import emit, scratch_database
 
@@ -102,6 +104,18 @@ def wrk(
     }
 
 
+def visit_all(base: str, paths: list[str]) -> None:
+    """Ask for every path once, in order, over one keep-alive connection (the warm-up)."""
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=60)
+    try:
+        for path in paths:
+            conn.request("GET", path)
+            conn.getresponse().read()
+    finally:
+        conn.close()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,7 +171,11 @@ def main() -> None:
         figures: dict[tuple[str, int], dict[str, Any]] = {}
 
         def run(scenario: str, base: str, paths: list[str], body: bytes | None = None) -> None:
-            wrk(base, paths, 1, 1, body, timeout=60)  # warm-up: connections, plans, caches
+            # warm-up: connections, plans, PostgreSQL's buffers and the API's cache
+            if body is None:
+                visit_all(base, paths)
+            else:
+                wrk(base, paths, 1, 1, body, timeout=60)
             for clients in concurrency:
                 seconds, timeout = args.seconds, 10.0
                 if body is not None:
