@@ -79,7 +79,12 @@ class KrsClient:
     """Calls `replicate` on one KRS endpoint (NSP or the simulator)."""
 
     def __init__(
-        self, url: str, *, timeout: float = 60, security: SecurityProvider | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 60,
+        security: SecurityProvider | None = None,
+        copy_rows: bool = True,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -89,6 +94,9 @@ class KrsClient:
         self.url = url
         self.timeout = float(timeout)
         self.security = security
+        # Pages come as COPY-ready rows where they can (what the sync stores); False gives
+        # every page as entries.
+        self.copy_rows = copy_rows
         # One DGWS flow per client (a sync run); quote it to NSP support when asking about calls.
         self.flow_id = str(uuid.uuid4())
         self._session = requests.Session()
@@ -190,7 +198,9 @@ class KrsClient:
 
     def parse(self, answer: Answer) -> Page:
         """The page in `answer`, or its KrsError. Pure (no I/O): safe in any thread."""
-        page = parse_response(answer.content, answer.status, answer.dt, offset=answer.offset)
+        page = parse_response(
+            answer.content, answer.status, answer.dt, offset=answer.offset, copy_rows=self.copy_rows
+        )
         log.debug(
             "krs.replicate",
             datatype=answer.dt.key,

@@ -11,7 +11,7 @@ from typing import Any
 from lxml import etree
 
 from sorsync.datatypes import Datatype, FieldType
-from sorsync.krs import wire
+from sorsync.krs import _pgrows, wire
 from sorsync.krs.errors import (
     DgwsFault,
     KrsError,
@@ -37,16 +37,31 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class CopyRows:
+    """A page's rows as one `COPY … (FORMAT BINARY)` stream, in `sync.sql.columns` order."""
+
+    data: bytes
+    count: int
+    first_token: str
+    last_token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
+    """One page: its rows as entries, or (the fast path, when asked for) as `copy_rows`."""
+
     entries: list[Entry]
     unknown_elements: frozenset[str] = field(default_factory=frozenset)
+    copy_rows: CopyRows | None = None
 
     @property
     def last_token(self) -> str | None:
+        if self.copy_rows is not None:
+            return self.copy_rows.last_token
         return self.entries[-1].token if self.entries else None
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self.copy_rows.count if self.copy_rows is not None else len(self.entries)
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -108,6 +123,8 @@ class _RecordSpec:
     tags: tuple[str, ...]  # Clark names of the fields, in feed order
     kinds: tuple[int, ...]  # _TEXT / _INT / _TIME / _VALID_TO per field
     index: dict[str, int]  # field position by Clark name
+    # The same, as the native walker (_pgrows) takes it.
+    native: tuple[bytes, bytes, tuple[bytes, ...], bytes]
 
 
 @lru_cache(maxsize=64)
@@ -126,6 +143,12 @@ def _record_spec(dt: Datatype) -> _RecordSpec:
         tags=tags,
         kinds=tuple(kinds),
         index={tag: position for position, tag in enumerate(tags)},
+        native=(
+            dt.namespace.encode(),
+            dt.datatype.encode(),
+            tuple(fld.element.encode() for fld in dt.fields),
+            bytes(kinds),
+        ),
     )
 
 
@@ -150,7 +173,36 @@ def _bad_value(dt: Datatype, token: str, el: etree._Element, why: str) -> Malfor
     )
 
 
-def _parse_feed_element(feed: etree._Element, dt: Datatype, offset: str | None) -> Page:
+_ATOM = wire.NS_ATOM.encode()
+
+
+def _encode_rows(feed: etree._Element, dt: Datatype, offset: str | None) -> CopyRows | None:
+    """The page's rows encoded by the native walker, or None where only the walk below may
+    judge them (an odd value, an unknown element, an error to report) or there are none."""
+    after = b""
+    if offset is not None:
+        try:
+            seconds, pid = wire.split_token(offset)
+        except ValueError:
+            pass  # the walk below ignores such an offset too
+        else:
+            if seconds >= 10**10 or pid >= 10**10:
+                return None
+            after = f"{seconds:010d}{pid:010d}".encode()
+    record_ns, record_name, names, kinds = _record_spec(dt).native
+    encoded = _pgrows.encode(
+        feed, _ATOM, record_ns, record_name, names, kinds, after, wire.MAX_RECORDS
+    )
+    return None if encoded is None else CopyRows(*encoded)
+
+
+def _parse_feed_element(
+    feed: etree._Element, dt: Datatype, offset: str | None, copy_rows: bool = False
+) -> Page:
+    if copy_rows:
+        encoded = _encode_rows(feed, dt, offset)
+        if encoded is not None:
+            return Page([], copy_rows=encoded)
     spec = _record_spec(dt)
     record_tag, tags, kinds = spec.tag, spec.tags, spec.kinds
     # Keyed by whatever lxml hands out as .tag (a function for comments): no type test per element.
@@ -261,17 +313,21 @@ def _parse_feed_element(feed: etree._Element, dt: Datatype, offset: str | None) 
     return Page(entries, frozenset(unknown))
 
 
-def parse_feed(xml: bytes, dt: Datatype, *, offset: str | None = None) -> Page:
+def parse_feed(
+    xml: bytes, dt: Datatype, *, offset: str | None = None, copy_rows: bool = False
+) -> Page:
     """Parse a bare `atom:feed` document (as in the KRS response body) for datatype `dt`.
 
     `offset`, when given, is the token the page was asked after: every entry must come after it.
+    With `copy_rows`, a page that needs no judgement comes as `Page.copy_rows` instead of
+    entries (the same rows, made in C; the sync's fast path).
     """
     root = parse_xml(xml, f"KRS feed for {dt.key}")
     if root.tag != _FEED:
         raise MalformedResponse(
             f"{dt.key}: expected an atom:feed ({_FEED}), got {_describe_tag(root.tag)}"
         )
-    return _parse_feed_element(root, dt, offset)
+    return _parse_feed_element(root, dt, offset, copy_rows)
 
 
 def _local_children(parent: etree._Element) -> dict[str, etree._Element]:
@@ -322,11 +378,14 @@ def _http_error(status: int, dt: Datatype) -> TransportError:
     return TransportError(text, transient=status in _TRANSIENT_STATUS, status=status)
 
 
-def parse_response(body: bytes, status: int, dt: Datatype, *, offset: str | None = None) -> Page:
+def parse_response(
+    body: bytes, status: int, dt: Datatype, *, offset: str | None = None, copy_rows: bool = False
+) -> Page:
     """Turn one HTTP answer of `replicate` into a Page, or raise the matching KrsError.
 
-    Faults (HTTP 500 with a SOAP Fault) become ReplicationFault / DgwsFault / SoapFault; other
-    HTTP errors TransportError; anything else unexpected MalformedResponse.
+    `offset` and `copy_rows` as for `parse_feed`. Faults (HTTP 500 with a SOAP Fault) become
+    ReplicationFault / DgwsFault / SoapFault; other HTTP errors TransportError; anything else
+    unexpected MalformedResponse.
     """
     what = f"KRS answer for {dt.key} (HTTP {status})"
     try:
@@ -359,4 +418,4 @@ def parse_response(body: bytes, status: int, dt: Datatype, *, offset: str | None
     if feed is None or feed.tag != _FEED:
         got = "nothing" if feed is None else _describe_tag(feed.tag)
         raise MalformedResponse(f"{what}: ReplicationResponse holds no atom:feed (got {got})")
-    return _parse_feed_element(feed, dt, offset)
+    return _parse_feed_element(feed, dt, offset, copy_rows)

@@ -36,7 +36,7 @@ from sorsync.datatypes import Datatype
 from sorsync.db.locks import advisory_lock
 from sorsync.krs import wire
 from sorsync.krs.errors import KrsError, ReplicationFault
-from sorsync.krs.feed import Page
+from sorsync.krs.feed import CopyRows, Page
 from sorsync.logs import get_logger
 from sorsync.sync import reconcile, sql
 from sorsync.sync.pages import FeedError, PageSource, PageStream
@@ -214,12 +214,27 @@ def _copy_rows(
     cur: psycopg.Cursor[Any],
     copy_sql: psycopg.sql.Composed,
     types: list[str],
-    rows: list[tuple[object, ...]],
+    rows: list[tuple[object, ...]] | CopyRows,
 ) -> None:
     with cur.copy(copy_sql) as copy:
+        if isinstance(rows, CopyRows):
+            copy.write(rows.data)  # already the whole COPY BINARY stream
+            return
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+def _rows(dt: Datatype, page: Page, width: int) -> list[tuple[object, ...]]:
+    """The page's entries as COPY rows (`sql.columns` order)."""
+    rows: list[tuple[object, ...]] = []
+    for e in page.entries:
+        if len(e.values) != width:
+            raise ValueError(
+                f"entry {e.token} of {dt.key} has {len(e.values)} values for {width} fields"
+            )
+        rows.append((e.pid, e.modified_at, e.token, *e.values, e.extra))
+    return rows
 
 
 class _Run:
@@ -376,9 +391,9 @@ class _Run:
                         pg, dt, page, copy, types, width, merge, with_token
                     )
                     res.store_seconds += time.perf_counter() - stored
-                    token = page.entries[-1].token
+                    token = page.last_token or token
                     res.pages += 1
-                    res.records += len(page.entries)
+                    res.records += len(page)
                     res.inserted += inserted
                     res.updated += updated
                     if with_token:
@@ -408,13 +423,7 @@ class _Run:
         merge: psycopg.sql.Composed,
         with_token: bool,
     ) -> tuple[int, int]:
-        rows: list[tuple[object, ...]] = []
-        for e in page.entries:
-            if len(e.values) != width:
-                raise ValueError(
-                    f"entry {e.token} of {dt.key} has {len(e.values)} values for {width} fields"
-                )
-            rows.append((e.pid, e.modified_at, e.token, *e.values, e.extra))
+        rows = page.copy_rows if page.copy_rows is not None else _rows(dt, page, width)
         if self.one_transaction:
             # The first full: COPY straight into the (empty) live table, its indexes kept up
             # by PostgreSQL while the next page is fetched and parsed. The savepoint takes the
@@ -424,7 +433,7 @@ class _Run:
                 with pg.transaction(), pg.cursor() as cur:
                     _copy_rows(cur, sql.copy_into(dt, sql.live(dt)), types, rows)
                     self._page_done(cur, dt, page, with_token)
-                return len(rows), 0
+                return len(page), 0
             except psycopg.errors.UniqueViolation:
                 pass
         with pg.transaction(), pg.cursor() as cur:
@@ -441,10 +450,8 @@ class _Run:
         self, cur: psycopg.Cursor[Any], dt: Datatype, page: Page, with_token: bool
     ) -> None:
         if with_token:
-            cur.execute(
-                sql.SET_TOKEN, (dt.register, dt.datatype, dt.version, page.entries[-1].token)
-            )
-        cur.execute(sql.RUN_PROGRESS, (len(page.entries), self.run_id))
+            cur.execute(sql.SET_TOKEN, (dt.register, dt.datatype, dt.version, page.last_token))
+        cur.execute(sql.RUN_PROGRESS, (len(page), self.run_id))
 
     # --- delta ---------------------------------------------------------------------------
 

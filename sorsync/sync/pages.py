@@ -51,14 +51,15 @@ def check_page(dt: Datatype, offset: str, page: Page, max_records: int) -> None:
     Tokens must strictly increase in (ModifiedDate, PID) order; a server that answers the same
     page again would otherwise be asked forever.
     """
-    if len(page.entries) > max_records:
+    if len(page) > max_records:
         raise FeedError(
-            f"KRS sent {len(page.entries)} records for {dt.key} where at most {max_records} were"
+            f"KRS sent {len(page)} records for {dt.key} where at most {max_records} were"
             " asked for; the server does not follow the KRS paging rules — report it"
         )
     previous = offset.strip().rjust(20, "0")
-    for entry in page.entries:
-        token = entry.token
+    # COPY-ready rows were checked in order as they were made: only the first is left to check.
+    tokens = [page.copy_rows.first_token] if page.copy_rows else [e.token for e in page.entries]
+    for token in tokens:
         # Fast path: equal-length digit strings order like the numbers they spell.
         if len(token) == len(previous) == 20:
             ahead = token > previous
@@ -78,10 +79,10 @@ def _fetch_all(source: PageSource, dt: Datatype, offset: str, page_size: int) ->
     while True:
         page = source.replicate(dt, token, page_size)
         check_page(dt, token, page, page_size)
-        if not page.entries:
+        if page.last_token is None:
             return
         yield page
-        token = page.entries[-1].token
+        token = page.last_token
 
 
 # The token in an entry's atom:id, `<feed id>/<20+ digits>` up to the closing tag.
@@ -140,10 +141,10 @@ def _fetch_ahead(source: SplitSource, dt: Datatype, offset: str, page_size: int)
                     guess = None
                     page = source.finish(answer)
             check_page(dt, token, page, page_size)
-            if not page.entries:
+            if page.last_token is None:
                 return
             yield page
-            token = page.entries[-1].token
+            token = page.last_token
             if guess is not None and token == guess:
                 if ahead_error is not None:
                     raise ahead_error

@@ -82,6 +82,29 @@ def test_full_then_delta_mirrors_the_source(
         assert d.reconciliation.differences == 0, (d.key, d.reconciliation)
 
 
+@pytest.mark.parametrize("copy_rows", [True, False], ids=["native-walk", "python-walk"])
+def test_both_walks_give_the_same_replica(
+    clean_db: Engine, simulator: SimulatorHandle, sim_add_rows: AddRows, copy_rows: bool
+) -> None:
+    """The KRS client hands the sync COPY-ready rows (the native walk) unless told not to;
+    either way, first full and delta, the replica equals the simulator's tables."""
+    load_demo(simulator.store)
+    with KrsClient(simulator.url, timeout=10, copy_rows=copy_rows) as client:
+        full = sync(clean_db, client, ALL, kind="full", page_size=500)
+        assert full.ok, full.error
+        assert_replica_matches_store(clean_db, simulator.store, ALL)
+        sim_add_rows(
+            SYGEHUSAFDELING.key,
+            [source_values(SYGEHUSAFDELING, 1)],
+            update={1: source_values(SYGEHUSAFDELING, 0, tag=" (renamed)")},
+        )
+        delta = sync(clean_db, client, ALL)
+    assert delta.ok, delta.error
+    afdeling = next(d for d in delta.datatypes if d.key == SYGEHUSAFDELING.key)
+    assert (delta.records, afdeling.inserted, afdeling.updated) == (2, 1, 1)
+    assert_replica_matches_store(clean_db, simulator.store, ALL)
+
+
 def _last_tokens(store: Store) -> dict[str, str]:
     out = {}
     for key, table in store.tables.items():

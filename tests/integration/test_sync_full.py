@@ -13,7 +13,14 @@ from sorsync.krs import wire
 from sorsync.krs.errors import ReplicationFault, TransportError
 from sorsync.krs.feed import Page
 from sorsync.sync import Progress, sync
-from tests.fixtures.sync import MemorySource, ScriptedSource, make_entry, replica_rows, sync_token
+from tests.fixtures.sync import (
+    MemorySource,
+    ScriptedSource,
+    as_copy_rows,
+    make_entry,
+    replica_rows,
+    sync_token,
+)
 
 T0 = 1_700_000_000
 VALID_FROM = datetime(2020, 1, 1, tzinfo=UTC)
@@ -183,10 +190,12 @@ def test_refuses_to_empty_the_replica(clean_db: Engine, memory_source: MemorySou
     assert len(replica_rows(clean_db, SYGEHUS)) == 3
 
 
-def test_pid_moved_during_full_is_taken_once(clean_db: Engine) -> None:
+@pytest.mark.parametrize("copy_rows", [False, True], ids=["entries", "copy-rows"])
+def test_pid_moved_during_full_is_taken_once(clean_db: Engine, copy_rows: bool) -> None:
     # The source imported while the full was running: PID 1 reappears later in the feed, and
     # PID 3 twice in one page. The first full copies pages straight into the live table; a page
     # that repeats a PID is taken back and merged instead, and the pages after it copy again.
+    # Pages come as entries (the Python walk) or COPY-ready rows (the KRS client's native walk).
     first = Page([make_entry(SYGEHUS, p, T0, navn=f"v1-{p}") for p in (1, 2)])
     second = Page(
         [
@@ -196,7 +205,10 @@ def test_pid_moved_during_full_is_taken_once(clean_db: Engine) -> None:
         ]
     )
     third = Page([make_entry(SYGEHUS, 4, T0 + 11, navn="v1-4")])
-    source = ScriptedSource({SYGEHUS.key: [first, second, third]})
+    pages = [first, second, third]
+    if copy_rows:
+        pages = [as_copy_rows(SYGEHUS, page) for page in pages]
+    source = ScriptedSource({SYGEHUS.key: pages})
     result = sync(clean_db, source, [SYGEHUS], kind="full")
     assert result.ok, result.error
     (res,) = result.datatypes

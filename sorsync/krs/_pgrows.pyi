@@ -1,0 +1,12 @@
+from lxml import etree
+
+def encode(
+    feed: etree._Element,
+    atom_ns: bytes,
+    record_ns: bytes,
+    record_name: bytes,
+    names: tuple[bytes, ...],
+    kinds: bytes,
+    after: bytes,
+    max_records: int,
+) -> tuple[bytes, int, str, str] | None: ...
