@@ -16,7 +16,7 @@ tests compare the two.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy, strcmp, strlen
 
 from lxml.includes cimport tree
@@ -88,7 +88,7 @@ cdef int put_text(Buffer* buf, const char* text, Py_ssize_t length) except -1:
     return 0
 
 
-cdef inline bint is_element(tree.xmlNode* node, const char* href, const char* name):
+cdef inline bint is_element(tree.xmlNode* node, const char* href, const char* name) noexcept:
     return (
         node.type == tree.XML_ELEMENT_NODE
         and node.ns is not NULL
@@ -104,7 +104,7 @@ cdef int text_of(tree.xmlNode* node, const char** text) noexcept:
     text[0] = NULL
     if child is NULL:
         return 1
-    if child.type != tree.XML_TEXT_NODE or child.next is not NULL:
+    if child.type != tree.XML_TEXT_NODE or child.next is not NULL or child.content is NULL:
         return 0
     text[0] = <const char*>child.content
     return 1
@@ -254,6 +254,103 @@ cdef int put_field(Buffer* buf, tree.xmlNode* node, int kind) except -2:
     return 1
 
 
+cdef bint entry_parts(
+    tree.xmlNode* entry, const char* atom, tree.xmlNode** parts
+) noexcept:
+    """atom:id, atom:updated and atom:content of an entry into parts[0..2]; 0 when one is
+    missing or repeated."""
+    cdef tree.xmlNode* child = entry.children
+    cdef int which
+    parts[0] = parts[1] = parts[2] = NULL
+    while child is not NULL:
+        if (
+            child.type == tree.XML_ELEMENT_NODE
+            and child.ns is not NULL
+            and strcmp(<const char*>child.ns.href, atom) == 0
+        ):
+            which = -1
+            if strcmp(<const char*>child.name, b"id") == 0:
+                which = 0
+            elif strcmp(<const char*>child.name, b"updated") == 0:
+                which = 1
+            elif strcmp(<const char*>child.name, b"content") == 0:
+                which = 2
+            if which >= 0:
+                if parts[which] is not NULL:
+                    return 0
+                parts[which] = child
+        child = child.next
+    return parts[0] is not NULL and parts[1] is not NULL and parts[2] is not NULL
+
+
+cdef const char* entry_token(tree.xmlNode* id_node) noexcept:
+    """The 20 digits after the last '/' of atom:id, or NULL."""
+    cdef const char* text
+    cdef const char* token
+    cdef Py_ssize_t length
+    cdef int i
+    if not text_of(id_node, &text) or text is NULL:
+        return NULL
+    length = strlen(text)
+    if length < TOKEN_DIGITS + 1 or text[length - TOKEN_DIGITS - 1] != 47:  # '/'
+        return NULL
+    token = text + length - TOKEN_DIGITS
+    for i in range(TOKEN_DIGITS):
+        if token[i] < 48 or token[i] > 57:
+            return NULL
+    return token
+
+
+cdef bint record_fields(
+    tree.xmlNode* content,
+    const char* record_ns,
+    const char* record_name,
+    const char** names,
+    int width,
+    tree.xmlNode** slots,
+) noexcept:
+    """Each field element of the record in atom:content into slots (NULL where left out); 0
+    for another record, an element the registry does not know (kept in extra by the slow
+    path), a repeated one, or a node of another kind."""
+    cdef tree.xmlNode* record = content.children
+    cdef tree.xmlNode* child
+    cdef int i, found, expected = 0
+    while record is not NULL and record.type != tree.XML_ELEMENT_NODE:
+        record = record.next
+    if record is NULL or not is_element(record, record_ns, record_name):
+        return 0
+    for i in range(width):
+        slots[i] = NULL
+    child = record.children
+    while child is not NULL:
+        if child.type != tree.XML_ELEMENT_NODE:
+            if (
+                child.type != tree.XML_TEXT_NODE
+                and child.type != tree.XML_COMMENT_NODE
+                and child.type != tree.XML_PI_NODE
+            ):
+                return 0
+            child = child.next
+            continue
+        if child.ns is NULL or strcmp(<const char*>child.ns.href, record_ns) != 0:
+            return 0
+        found = -1
+        # NSP writes the fields in registry order, so the next one is usually the expected one.
+        if expected < width and strcmp(<const char*>child.name, names[expected]) == 0:
+            found = expected
+        else:
+            for i in range(width):
+                if strcmp(<const char*>child.name, names[i]) == 0:
+                    found = i
+                    break
+        if found < 0 or slots[found] is not NULL:
+            return 0
+        slots[found] = child
+        expected = found + 1
+        child = child.next
+    return 1
+
+
 def encode(
     _Element feed not None,
     bytes atom_ns not None,
@@ -271,33 +368,23 @@ def encode(
     (data, count, first_token, last_token).
     """
     cdef int width = len(names)
-    cdef const char* c_atom = atom_ns
-    cdef const char* c_record_ns = record_ns
-    cdef const char* c_record_name = record_name
-    cdef const char* c_kinds = kinds
     cdef const char* c_names[MAX_FIELDS]
     cdef tree.xmlNode* slots[MAX_FIELDS]
+    cdef tree.xmlNode* parts[3]  # atom:id, atom:updated, atom:content
     cdef tree.xmlNode* entry
-    cdef tree.xmlNode* child
-    cdef tree.xmlNode* id_node
-    cdef tree.xmlNode* updated_node
-    cdef tree.xmlNode* content_node
-    cdef tree.xmlNode* record
-    cdef const char* id_text = NULL
     cdef const char* updated_text = NULL
     cdef const char* token
     cdef char previous[TOKEN_DIGITS]
     cdef char first[TOKEN_DIGITS]
     cdef bint have_previous = len(after) == TOKEN_DIGITS
     cdef Py_ssize_t count = 0
-    cdef Py_ssize_t length
-    cdef int i, expected, found, year
+    cdef int i, year
     cdef int64_t modified = 0
     cdef Buffer buf
     if width > MAX_FIELDS or len(kinds) != width or (after and not have_previous):
         return None
     for i in range(width):
-        c_names[i] = <const char*>(<bytes>names[i])
+        c_names[i] = <const char*>(<bytes?>names[i])
     if have_previous:
         memcpy(previous, <const char*>after, TOKEN_DIGITS)
     buf.data = NULL
@@ -311,86 +398,25 @@ def encode(
         put_be(&buf, 0, 4)
         entry = feed._c_node.children
         while entry is not NULL:
-            if not is_element(entry, c_atom, b"entry"):
+            if not is_element(entry, atom_ns, b"entry"):
                 entry = entry.next
                 continue
-            id_node = updated_node = content_node = NULL
-            child = entry.children
-            while child is not NULL:
-                if child.type == tree.XML_ELEMENT_NODE and child.ns is not NULL and strcmp(
-                    <const char*>child.ns.href, c_atom
-                ) == 0:
-                    if strcmp(<const char*>child.name, b"id") == 0:
-                        if id_node is not NULL:
-                            return None
-                        id_node = child
-                    elif strcmp(<const char*>child.name, b"updated") == 0:
-                        if updated_node is not NULL:
-                            return None
-                        updated_node = child
-                    elif strcmp(<const char*>child.name, b"content") == 0:
-                        if content_node is not NULL:
-                            return None
-                        content_node = child
-                child = child.next
-            if id_node is NULL or updated_node is NULL or content_node is NULL:
+            if not entry_parts(entry, atom_ns, parts):
                 return None
-            if not text_of(id_node, &id_text) or id_text is NULL:
-                return None
-            if not text_of(updated_node, &updated_text) or updated_text is NULL:
-                return None
-            # The token: the 20 digits after the last '/' of atom:id.
-            length = strlen(id_text)
-            if length < TOKEN_DIGITS + 1 or id_text[length - TOKEN_DIGITS - 1] != 47:
-                return None
-            token = id_text + length - TOKEN_DIGITS
-            for i in range(TOKEN_DIGITS):
-                if token[i] < 48 or token[i] > 57:
-                    return None
+            token = entry_token(parts[0])
             # Equal-length digit strings order like the numbers they spell.
-            if have_previous and memcmp(token, previous, TOKEN_DIGITS) <= 0:
+            if token is NULL or (have_previous and memcmp(token, previous, TOKEN_DIGITS) <= 0):
                 return None
             memcpy(previous, token, TOKEN_DIGITS)
             have_previous = True
             if count == 0:
                 memcpy(first, token, TOKEN_DIGITS)
+            if not text_of(parts[1], &updated_text) or updated_text is NULL:
+                return None
             if not parse_stamp(updated_text, &modified, &year):
                 return None
-            record = content_node.children
-            while record is not NULL and record.type != tree.XML_ELEMENT_NODE:
-                record = record.next
-            if record is NULL or not is_element(record, c_record_ns, c_record_name):
+            if not record_fields(parts[2], record_ns, record_name, c_names, width, slots):
                 return None
-
-            for i in range(width):
-                slots[i] = NULL
-            expected = 0
-            child = record.children
-            while child is not NULL:
-                if child.type != tree.XML_ELEMENT_NODE:
-                    if (
-                        child.type != tree.XML_TEXT_NODE
-                        and child.type != tree.XML_COMMENT_NODE
-                        and child.type != tree.XML_PI_NODE
-                    ):
-                        return None
-                    child = child.next
-                    continue
-                if child.ns is NULL or strcmp(<const char*>child.ns.href, c_record_ns) != 0:
-                    return None
-                found = -1
-                if expected < width and strcmp(<const char*>child.name, c_names[expected]) == 0:
-                    found = expected
-                else:
-                    for i in range(width):
-                        if strcmp(<const char*>child.name, c_names[i]) == 0:
-                            found = i
-                            break
-                if found < 0 or slots[found] is not NULL:
-                    return None  # unknown (kept in extra) or repeated: the slow path's work
-                slots[found] = child
-                expected = found + 1
-                child = child.next
 
             reserve(&buf, 2)
             put_be(&buf, <uint64_t>(width + 4), 2)
@@ -398,7 +424,7 @@ def encode(
             put_int8(&buf, modified)
             put_text(&buf, token, TOKEN_DIGITS)
             for i in range(width):
-                if not put_field(&buf, slots[i], c_kinds[i]):
+                if not put_field(&buf, slots[i], kinds[i]):
                     return None
             put_null(&buf)  # extra
             count += 1
@@ -409,13 +435,11 @@ def encode(
             return None  # an empty page: nothing to gain
         reserve(&buf, 2)
         put_be(&buf, 0xFFFF, 2)  # trailer
-        data = PyBytes_FromStringAndSize(buf.data, buf.size)
         return (
-            data,
+            PyBytes_FromStringAndSize(buf.data, buf.size),
             count,
             PyBytes_FromStringAndSize(first, TOKEN_DIGITS).decode("ascii"),
             PyBytes_FromStringAndSize(previous, TOKEN_DIGITS).decode("ascii"),
         )
     finally:
         free(buf.data)
-
