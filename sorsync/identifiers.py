@@ -6,6 +6,7 @@ Pure functions, used by the API before any query and by the fictive data generat
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Verhoeff tables (dihedral group D5): multiplication, permutation, inverse.
 _D = (
@@ -68,6 +69,7 @@ def make_sor_id(sequence: int) -> str:
     return body + str(verhoeff_check_digit(body))
 
 
+@lru_cache(maxsize=65536)  # the API checks the same ids over and over; Verhoeff is a loop
 def sor_id_problem(value: str) -> str | None:
     """None when `value` is a valid SOR id, else what is wrong with it (for a person)."""
     if not _digits(value) or not 11 <= len(value) <= 18:
