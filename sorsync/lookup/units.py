@@ -155,6 +155,10 @@ def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, lis
 # and grouped per code: for 10 000 codes PostgreSQL writes the JSON in a fraction of the time
 # Python takes to build and serialise 10 000 dicts. A row constructor keeps the JSON compact;
 # dates are the Danish calendar day the stored instant falls on (as `local_date`).
+# `= ANY` rather than a join with unnest: the planner folds away the branches of sor.unit whose
+# shak is NULL and filters the rest with a hashed array, instead of hash-joining every unit
+# (query -15 to -20 %). The codes travel as one comma-separated text, which PostgreSQL splits
+# while planning: psycopg's list dumper took ~10 % of a 10 000-code request.
 RESOLVE_JSON = f"""
 SELECT u.shak, json_agg(j ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)::text
   FROM sor.unit u CROSS JOIN LATERAL (
@@ -166,7 +170,7 @@ SELECT u.shak, json_agg(j ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)::t
            (u.valid_from AT TIME ZONE '{COPENHAGEN.key}')::date AS valid_from,
            (u.valid_to AT TIME ZONE '{COPENHAGEN.key}')::date AS valid_to
   ) j
- WHERE u.shak IN (SELECT unnest(%(codes)s::text[])) AND {_VALID}
+ WHERE u.shak = ANY(string_to_array(%(codes)s, ',')) AND {_VALID}
  GROUP BY u.shak
 """
 
@@ -175,7 +179,10 @@ def resolve_shak_json(conn: Connection, codes: list[str], day: date) -> dict[str
     """`resolve_shak`, with each code's units as a JSON array text (the API's unit shape)."""
     if not codes:
         return {}
-    return dict(fetch(conn, RESOLVE_JSON, {"codes": codes, "at": day_start(day)}))
+    joined = ",".join(codes)
+    if joined.count(",") != len(codes) - 1:
+        raise ValueError("a SHAK code cannot contain a comma; validate the codes first")
+    return dict(fetch(conn, RESOLVE_JSON, {"codes": joined, "at": day_start(day)}))
 
 
 # The unit valid on the day plus its ancestors, nearest first. `depth` guards against a cycle

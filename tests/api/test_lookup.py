@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -62,6 +63,13 @@ def test_lookups(engine: Engine, sor_data: SorData) -> None:
         found = lookup.resolve_shak(conn, ["800120", "8001", "0000"], day)
         assert sorted(found) == ["8001", "800120"]
         assert len(found["800120"]) == 2
+        as_json = lookup.resolve_shak_json(conn, ["800120", "8001", "0000", ""], day)
+        assert sorted(as_json) == ["8001", "800120"]
+        assert [u["sor_id"] for u in json.loads(as_json["800120"])] == [
+            str(u.sor_id) for u in found["800120"]
+        ]
+        with pytest.raises(ValueError, match="comma"):
+            lookup.resolve_shak_json(conn, ["8001,800120"], day)
         page = lookup.search(conn, day=day, kind="sygehusafdeling", limit=2)
         assert len(page.items) == 2
         assert page.next_after == page.items[-1].sor_id
@@ -80,6 +88,7 @@ SEARCH_BY_NAME = "SELECT sor_id FROM sor.unit u WHERE u.name ILIKE %(p)s"
 PLANS: list[tuple[str, str, dict[str, Any]]] = [
     ("shak", q.BY_SHAK, {"code": "8001", "at": AT}),
     ("resolve", q.RESOLVE, {"codes": ["8001", "800110"], "at": AT}),
+    ("resolve json", q.RESOLVE_JSON, {"codes": "8001,800110", "at": AT}),
     ("sor+ancestors", q.TREE, {"sor_id": 347811000016004, "at": AT}),
     ("children", q.CHILDREN, {"sor_id": 347811000016004, "at": AT}),
     ("history", q.HISTORY, {"sor_id": 347811000016004}),
