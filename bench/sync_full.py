@@ -1,5 +1,6 @@
 """Benchmark: a full sync end to end — simulator (own process) → HTTP → KRS client → engine →
-PostgreSQL — of N synthetic sygehusafdeling records (the widest SOR datatype).
+PostgreSQL — of N synthetic sygehusafdeling records (the widest SOR datatype), the same rows
+`bench.run_all` syncs.
 
 The simulator runs in a child process so that the CPU time and peak RSS reported are the sync
 process's alone. A fresh database is created on the server of --database-url (default
@@ -14,49 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import resource
 import time
-import uuid
-from datetime import datetime
-from multiprocessing.connection import Connection
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import make_url, text
-
-CPH = ZoneInfo("Europe/Copenhagen")
-KEY = "sor/sygehusafdeling/v1"
-
-
-def _simulator(records: int, conn: Connection) -> None:
-    """Child process: fill a store with `records` rows (one import run) and serve it."""
-    from sorsync.datatypes import DATATYPES, FieldType
-    from sorsync.simulator import server
-    from sorsync.simulator.store import Store
-
-    dt = DATATYPES[KEY]
-    store = Store()
-    end = datetime(2999, 12, 31, tzinfo=CPH)
-    start = datetime(2020, 1, 1, tzinfo=CPH)
-    table = store.table(KEY)
-    with store.import_run() as modified:
-        for i in range(records):
-            values: dict[str, object] = {}
-            for f in dt.fields:
-                if f.element == "validTo":
-                    values[f.element] = end
-                elif f.type is FieldType.TIMESTAMP:
-                    values[f.element] = start
-                elif f.type is FieldType.BIGINT:
-                    values[f.element] = 1_000_016_000_000_000 + i
-                else:
-                    values[f.element] = f"{f.element} {i} Ærø"
-            table.insert(values, modified)
-    handle = server.serve_in_thread(store)
-    conn.send(handle.url)
-    conn.recv()  # until the parent is done
-    handle.stop()
+from bench.common import KEY, Simulator, scratch_database
 
 
 def main() -> None:
@@ -75,32 +38,17 @@ def main() -> None:
     if not args.database_url:
         parser.error("give --database-url or set SORSYNC_TEST_DATABASE_URL")
 
-    from sorsync.config import Settings
     from sorsync.datatypes import DATATYPES
-    from sorsync.db import migrate
     from sorsync.db.engine import make_engine
     from sorsync.krs.client import KrsClient
     from sorsync.logs import configure
     from sorsync.sync import sync
 
     configure(level="WARNING")
-    server_url = Settings(test_database_url=args.database_url).test_database_url
-    assert server_url is not None
-    name = f"sorsync_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(server_url, pool=False)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_simulator, args=(args.records, child))
-    proc.start()
-    try:
-        migrate.upgrade(url)
-        krs_url = parent.recv()
+    os.environ["SORSYNC_TEST_DATABASE_URL"] = args.database_url  # scratch_database's server
+    with Simulator(args.records) as sim, scratch_database() as url:
         engine = make_engine(url)
-        with KrsClient(krs_url, timeout=120) as client:
+        with KrsClient(sim.url, timeout=120) as client:
             if args.refull:
                 sync(engine, client, [DATATYPES[KEY]], kind="full")
             before = resource.getrusage(resource.RUSAGE_SELF)
@@ -116,12 +64,6 @@ def main() -> None:
             seconds = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
         engine.dispose()
-    finally:
-        parent.send("stop")
-        proc.join(timeout=30)
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     print(
