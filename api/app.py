@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 import sorsync
 from api import problems
-from api.caching import ResponseCache
+from api.caching import CachedLookups, ResponseCache
 from api.database import Database
 from api.metrics import MetricsMiddleware, make_metrics
 from api.problems import FHIR_JSON, PROBLEM_JSON
@@ -81,6 +82,10 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _route(router: APIRouter, endpoint: Callable[..., Any]) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -133,9 +138,17 @@ def create_app(
         cache_entries = (settings or get_settings()).api_cache_entries
     app.state.responses = ResponseCache(cache_entries)
     problems.install(app)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (shak, sor, units, status, fhir, health):
         app.include_router(module.router)
+    if cache_entries > 0:
+        hot = [
+            (_route(shak.router, shak.get_shak), "shak"),
+            (_route(sor.router, sor.get_sor), "sor"),
+        ]
+        app.add_middleware(
+            CachedLookups, db=db, cache=app.state.responses, metrics=metrics, routes=hot
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, sees hits too
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
