@@ -186,8 +186,8 @@ class CachedLookups:
     """ASGI middleware that answers a repeated single lookup from the ResponseCache before
     routing.
 
-    On a cache hit FastAPI's routing and parameter handling would cost more than the rest of
-    the request (py-spy: ~60 % of a cached SOR lookup). Only plain requests are answered here:
+    On a cache hit, FastAPI's routing and parameter handling would be about half of the
+    request's cost (py-spy, cached SOR lookups). Only plain requests are answered here:
     GET, no query string, no If-None-Match, and a data version within its TTL. Everything else,
     and every miss, goes through the routes, which validate the request and fill the cache. So
     a body found here was built by the same route for the same raw path and day.
