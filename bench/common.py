@@ -9,13 +9,17 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -173,6 +177,71 @@ class Simulator:
             self._proc.terminate()
 
     def __enter__(self) -> Simulator:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+# --- recorded pages, replayed -----------------------------------------------------------------
+
+_OFFSET = re.compile(rb"<(?:\w+:)?offset>([^<]*)</")
+
+
+def _replay_main(directory: str, conn: Connection) -> None:
+    """An HTTP server that answers each `replicate` with the page recorded for its offset."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the KRS client expects
+
+        def do_POST(self) -> None:
+            request = self.rfile.read(int(self.headers["Content-Length"]))
+            found = _OFFSET.search(request)
+            page = Path(directory, found.group(1).decode() if found else "-")
+            body = page.read_bytes() if page.is_file() else b"no page recorded for this offset"
+            self.send_response(200 if page.is_file() else 404)
+            self.send_header("Content-Type", "text/xml; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conn.send(f"http://127.0.0.1:{server.server_address[1]}/replay")
+    conn.recv()  # until told to stop
+    server.shutdown()
+
+
+class Replay:
+    """The pages of a KRS feed, fetched once and written to a temporary directory, served again
+    by a child process that does no work but send them: a source whose rendering costs this
+    machine nothing, as NSP's costs it nothing."""
+
+    def __init__(self, krs_url: str) -> None:
+        from bench.sync_benches import fetch_pages
+
+        self._dir = tempfile.TemporaryDirectory(prefix="sorsync-replay-")
+        for offset, body in fetch_pages(krs_url, stop_after_empty=False):
+            Path(self._dir.name, offset).write_bytes(body)
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_replay_main, args=(self._dir.name, child), daemon=True)
+        self._proc.start()
+        self.url: str = self._conn.recv()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._dir.cleanup()
+
+    def __enter__(self) -> Replay:
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -5,6 +5,7 @@ talks to a simulator in another process over loopback HTTP, and returns one dict
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -140,33 +141,44 @@ def _request(offset: str) -> bytes:
     ).encode()
 
 
+def fetch_pages(krs_url: str, *, stop_after_empty: bool = True) -> Iterator[tuple[str, bytes]]:
+    """(offset, raw answer) for every page of the benchmark datatype's feed, in order; with
+    `stop_after_empty=False` the final empty page comes too."""
+    import requests
+
+    from sorsync.datatypes import DATATYPES
+    from sorsync.krs.feed import parse_response
+    from sorsync.krs.wire import SOAP_ACTION, START_TOKEN
+
+    dt = DATATYPES[KEY]
+    offset = START_TOKEN  # where a sync starts, so that a replay has the page it asks for
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION}
+    with requests.Session() as http:
+        while True:
+            body = http.post(krs_url, data=_request(offset), headers=headers, timeout=120).content
+            page = parse_response(body, 200, dt)
+            if page.entries or not stop_after_empty:
+                yield offset, body
+            if not page.entries:
+                return
+            offset = page.entries[-1].token
+
+
 def limit(krs_url: str, db_url: str) -> dict[str, Any]:
     """Parse-only (lxml `fromstring` of every page, fetched beforehand) and COPY-only (the same
     rows' COPY BINARY streams, encoded beforehand, into an unindexed table), each timed alone."""
     _quiet()
     import psycopg
-    import requests
     from lxml import etree
     from sqlalchemy import make_url
 
     from sorsync.datatypes import DATATYPES
     from sorsync.krs.feed import parse_response
-    from sorsync.krs.wire import SOAP_ACTION
     from sorsync.sync import sql
 
     dt = DATATYPES[KEY]
-    bodies: list[bytes] = []
-    offset = "0"
     fetch_started = time.perf_counter()
-    with requests.Session() as http:
-        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION}
-        while True:
-            body = http.post(krs_url, data=_request(offset), headers=headers, timeout=120).content
-            page = parse_response(body, 200, dt)
-            if not page.entries:
-                break
-            bodies.append(body)
-            offset = page.entries[-1].token
+    bodies = [body for _offset, body in fetch_pages(krs_url)]
     fetch_s = time.perf_counter() - fetch_started
     streams = []
     for body in bodies:

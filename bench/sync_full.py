@@ -9,17 +9,20 @@ SORSYNC_TEST_DATABASE_URL), migrated, synced into, and dropped. Prints one JSON 
 
     .venv/bin/python bench/sync_full.py --records 100000            # first full (empty replica)
     .venv/bin/python bench/sync_full.py --records 100000 --refull   # nightly full (shadow path)
+    .venv/bin/python bench/sync_full.py --records 100000 --replay   # the simulator's pages recorded
+                                                                    # first, then replayed
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import time
 
-from bench.common import KEY, Simulator, scratch_database
+from bench.common import KEY, Replay, Simulator, scratch_database
 
 
 def main() -> None:
@@ -34,6 +37,12 @@ def main() -> None:
         help="time a second full over a filled replica (shadow load, reconcile, apply) instead"
         " of the first one",
     )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="record the simulator's pages first and sync from a process that only replays them"
+        " (a source that costs this machine nothing, like NSP)",
+    )
     args = parser.parse_args()
     if not args.database_url:
         parser.error("give --database-url or set SORSYNC_TEST_DATABASE_URL")
@@ -46,9 +55,13 @@ def main() -> None:
 
     configure(level="WARNING")
     os.environ["SORSYNC_TEST_DATABASE_URL"] = args.database_url  # scratch_database's server
-    with Simulator(args.records) as sim, scratch_database() as url:
+    with contextlib.ExitStack() as stack:
+        source: Simulator | Replay = stack.enter_context(Simulator(args.records))
+        if args.replay:
+            source = stack.enter_context(Replay(source.url))
+        url = stack.enter_context(scratch_database())
         engine = make_engine(url)
-        with KrsClient(sim.url, timeout=120) as client:
+        with KrsClient(source.url, timeout=120) as client:
             if args.refull:
                 sync(engine, client, [DATATYPES[KEY]], kind="full")
             before = resource.getrusage(resource.RUSAGE_SELF)
@@ -78,6 +91,7 @@ def main() -> None:
                 "store_s": round(result.datatypes[0].store_seconds, 3),
                 "apply_s": round(result.datatypes[0].apply_seconds, 3),
                 "kind": "refull" if args.refull else "full",
+                "source": "replay" if args.replay else "simulator",
                 "pages": result.pages,
                 "page_size": args.page_size,
                 "prefetch": not args.no_prefetch,
