@@ -46,6 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.database_url:
         parser.error("give --database-url or set SORSYNC_TEST_DATABASE_URL")
+    if args.replay and args.page_size != 2000:
+        parser.error("--replay records pages of 2000 records; leave --page-size at 2000")
 
     from sorsync.datatypes import DATATYPES
     from sorsync.db.engine import make_engine
