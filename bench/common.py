@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: scratch databases, a simulator in its own process, synthetic
-sygehusafdeling rows, and running one measurement in a child process of its own (so that its CPU
-time and peak RSS are its alone).
+sygehusafdeling rows, a feed's pages recorded and replayed, and running one measurement in a
+child process of its own (so that its CPU time and peak RSS are its alone).
 """
 
 from __future__ import annotations
@@ -185,7 +185,42 @@ class Simulator:
 
 # --- recorded pages, replayed -----------------------------------------------------------------
 
-_OFFSET = re.compile(rb"<(?:\w+:)?offset>([^<]*)</")
+_OFFSET = re.compile(rb"<(?:\w+:)?offset>([0-9]{1,20})</")  # digits only: a file name
+
+
+def _request(offset: str) -> bytes:
+    """A bare `replicate` request for the benchmark datatype (no DGWS: the simulator's default)."""
+    from sorsync.krs.wire import NS_KRS, NS_SOAP
+
+    return (
+        f'<e:Envelope xmlns:e="{NS_SOAP}"><e:Body><k:ReplicationRequest xmlns:k="{NS_KRS}">'
+        "<register>sor</register><datatype>sygehusafdeling</datatype><version>1</version>"
+        f"<offset>{offset}</offset><maxRecords>2000</maxRecords></k:ReplicationRequest>"
+        "</e:Body></e:Envelope>"
+    ).encode()
+
+
+def fetch_pages(krs_url: str, *, stop_after_empty: bool = True) -> Iterator[tuple[str, bytes]]:
+    """(offset, raw answer) for every page of the benchmark datatype's feed, in order; with
+    `stop_after_empty=False` the final empty page comes too."""
+    import requests
+
+    from sorsync.datatypes import DATATYPES
+    from sorsync.krs.feed import parse_response
+    from sorsync.krs.wire import SOAP_ACTION, START_TOKEN
+
+    dt = DATATYPES[KEY]
+    offset = START_TOKEN  # where a sync starts, so that a replay has the page it asks for
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION}
+    with requests.Session() as http:
+        while True:
+            body = http.post(krs_url, data=_request(offset), headers=headers, timeout=120).content
+            page = parse_response(body, 200, dt)
+            if page.entries or not stop_after_empty:
+                yield offset, body
+            if not page.entries:
+                return
+            offset = page.entries[-1].token
 
 
 def _replay_main(directory: str, conn: Connection) -> None:
@@ -222,8 +257,6 @@ class Replay:
     machine nothing, as NSP's costs it nothing."""
 
     def __init__(self, krs_url: str) -> None:
-        from bench.sync_benches import fetch_pages
-
         self._dir = tempfile.TemporaryDirectory(prefix="sorsync-replay-")
         for offset, body in fetch_pages(krs_url, stop_after_empty=False):
             Path(self._dir.name, offset).write_bytes(body)

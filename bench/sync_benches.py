@@ -5,11 +5,10 @@ talks to a simulator in another process over loopback HTTP, and returns one dict
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from bench.common import KEY, cpu_seconds, per_100k
+from bench.common import KEY, cpu_seconds, fetch_pages, per_100k
 
 
 def _quiet() -> None:
@@ -128,40 +127,6 @@ def naive(krs_url: str, db_url: str, limit: int) -> dict[str, Any]:
 
 
 # --- baseline (b): the machine's limit ------------------------------------------------------
-
-
-def _request(offset: str) -> bytes:
-    from sorsync.krs.wire import NS_KRS, NS_SOAP
-
-    return (
-        f'<e:Envelope xmlns:e="{NS_SOAP}"><e:Body><k:ReplicationRequest xmlns:k="{NS_KRS}">'
-        "<register>sor</register><datatype>sygehusafdeling</datatype><version>1</version>"
-        f"<offset>{offset}</offset><maxRecords>2000</maxRecords></k:ReplicationRequest>"
-        "</e:Body></e:Envelope>"
-    ).encode()
-
-
-def fetch_pages(krs_url: str, *, stop_after_empty: bool = True) -> Iterator[tuple[str, bytes]]:
-    """(offset, raw answer) for every page of the benchmark datatype's feed, in order; with
-    `stop_after_empty=False` the final empty page comes too."""
-    import requests
-
-    from sorsync.datatypes import DATATYPES
-    from sorsync.krs.feed import parse_response
-    from sorsync.krs.wire import SOAP_ACTION, START_TOKEN
-
-    dt = DATATYPES[KEY]
-    offset = START_TOKEN  # where a sync starts, so that a replay has the page it asks for
-    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION}
-    with requests.Session() as http:
-        while True:
-            body = http.post(krs_url, data=_request(offset), headers=headers, timeout=120).content
-            page = parse_response(body, 200, dt)
-            if page.entries or not stop_after_empty:
-                yield offset, body
-            if not page.entries:
-                return
-            offset = page.entries[-1].token
 
 
 def limit(krs_url: str, db_url: str) -> dict[str, Any]:
