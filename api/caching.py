@@ -54,6 +54,10 @@ def _validators(etag: str) -> dict[str, str]:
     return {"ETag": etag, "Cache-Control": CACHE_CONTROL}
 
 
+def _not_modified(etag: str) -> Response:
+    return Response(status_code=304, headers=_validators(etag))
+
+
 def _answer(body: bytes, etag: str) -> Response:
     return Response(body, media_type=JSON, headers=_validators(etag))
 
@@ -91,7 +95,7 @@ def cached_lookup(
     def work(conn: Connection) -> Response:
         etag = etag_for(db.data_version(conn), request, day)
         if matches(if_none_match, etag):
-            return Response(status_code=304, headers=_validators(etag))
+            return _not_modified(etag)
         return json_response(compute(conn), media_type=media_type, headers=_validators(etag))
 
     return db.run(work)
@@ -155,7 +159,7 @@ async def acached_lookup(
     def known(version: DataVersion, etag: str) -> Response | None:
         """304, or the cached answer, or None when the lookup has to run."""
         if matches(if_none_match, etag):
-            return Response(status_code=304, headers=_validators(etag))
+            return _not_modified(etag)
         body = cache.get(version, etag)
         if body is None:
             return None
@@ -187,10 +191,11 @@ class CachedLookups:
     routing.
 
     On a cache hit, FastAPI's routing and parameter handling would be about half of the
-    request's cost (py-spy, cached SOR lookups). Only plain requests are answered here:
-    GET, no query string, no If-None-Match, and a data version within its TTL. Everything else,
-    and every miss, goes through the routes, which validate the request and fill the cache. So
-    a body found here was built by the same route for the same raw path and day.
+    request's cost (py-spy, cached SOR lookups). Only plain requests are answered here: GET, no
+    query string, and a data version within its TTL. Everything else, and every miss, goes
+    through the routes, which validate the request and fill the cache. So a body found here was
+    built by the same route for the same raw path and day, and a 304 for its ETag is what the
+    route would answer too.
 
     `routes` are the cacheable routes (`/prefix/{param}`) with their lookup kind. A hit puts its
     route in the scope, so MetricsMiddleware (added after this one, so outside it) labels the
@@ -233,13 +238,13 @@ class CachedLookups:
         version = self.db.fresh_version()
         if version is None:
             return None
-        if any(name == b"if-none-match" for name, _ in scope["headers"]):
-            return None
         etag = _etag(version, scope, today())  # no date= given: the route's default, today
         body = self.cache.get(version, etag)
         if body is None:
             return None
-        route, kind = target
-        scope["route"] = route
+        scope["route"], kind = target
+        if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)
+        if if_none_match is not None and matches(if_none_match.decode("latin-1"), etag):
+            return _not_modified(etag)
         self.metrics.lookup(kind, "found")
         return _answer(body, etag)

@@ -116,13 +116,24 @@ def test_hits_are_answered_before_routing(
             requests = f'sorsync_http_requests_total{{route="{template}",status="200"}} 2.0'
             assert requests in client.get("/metrics").text
 
-            # Conditional and dated requests still go through the routes; so do paths below
-            # or above the lookup's (404 problem answers or the history).
+            # A conditional request for a cached answer is answered here too, as the route would.
             routed.clear()
             etag = miss.headers["etag"]
-            assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+            for header in (etag, f'"other", W/{etag}'):
+                not_modified = client.get(url, headers={"If-None-Match": header})
+                assert not_modified.status_code == 304
+                assert not not_modified.content
+                assert not_modified.headers["etag"] == etag
+                assert not_modified.headers["cache-control"] == miss.headers["cache-control"]
+            assert client.get(url, headers={"If-None-Match": '"other"'}).content == miss.content
+            assert routed == [False, False, False]
+            assert _found_lookups(client, kind) == 3  # a 304 is no lookup answered
+
+            # Dated requests go through the routes; so do paths below or above the lookup's (404
+            # problem answers or the history).
+            routed.clear()
             assert client.get(url, params={"date": "2024-01-01"}).status_code == 200
-            assert routed == [True, True]
+            assert routed == [True]
             assert client.get(f"{url}/history").status_code == (200 if kind == "sor" else 404)
             assert client.get(url.rpartition("/")[0] + "/").status_code == 404
             routed.clear()
