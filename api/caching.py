@@ -38,12 +38,8 @@ CACHE_CONTROL = f"public, max-age={MAX_AGE_S}"
 JSON = "application/json"
 
 
-def etag_for(version: DataVersion, request: Request, day: dt.date | None) -> str:
-    return _etag(version, request.scope, day)
-
-
-def _etag(version: DataVersion, scope: Scope, day: dt.date | None) -> str:
-    # raw bytes: request.url would parse the URL again
+def etag_for(version: DataVersion, scope: Scope, day: dt.date | None) -> str:
+    # raw bytes from the ASGI scope: request.url would parse the URL again
     path = scope.get("raw_path") or scope["path"].encode()
     key = b"%s?%s|%s" % (path, scope["query_string"], str(day).encode())
     digest = hashlib.blake2b(key, digest_size=8).hexdigest()
@@ -93,7 +89,7 @@ def cached_lookup(
     if_none_match = request.headers.get("if-none-match")
 
     def work(conn: Connection) -> Response:
-        etag = etag_for(db.data_version(conn), request, day)
+        etag = etag_for(db.data_version(conn), request.scope, day)
         if matches(if_none_match, etag):
             return _not_modified(etag)
         return json_response(compute(conn), media_type=media_type, headers=_validators(etag))
@@ -169,13 +165,13 @@ async def acached_lookup(
     # Within the version's TTL a repeated lookup needs no database connection at all.
     version = db.fresh_version()
     if version is not None:
-        early = known(version, etag_for(version, request, day))
+        early = known(version, etag_for(version, request.scope, day))
         if early is not None:
             return early
 
     async def work(conn: AsyncConn) -> Response:
         version = await db.adata_version(conn)
-        etag = etag_for(version, request, day)
+        etag = etag_for(version, request.scope, day)
         answer = known(version, etag)
         if answer is None:
             body = orjson.dumps(await compute(conn))
@@ -238,7 +234,7 @@ class CachedLookups:
         version = self.db.fresh_version()
         if version is None:
             return None
-        etag = _etag(version, scope, today())  # no date= given: the route's default, today
+        etag = etag_for(version, scope, today())  # no date= given: the route's default, today
         body = self.cache.get(version, etag)
         if body is None:
             return None
