@@ -39,9 +39,10 @@ class Settings(BaseSettings):
     krs_url: str | None = Field(
         default=None, description="KRS endpoint URL; unset → built-in simulator"
     )
+    # Empty = the default set: SOR2 against a configured KRS, SOR2 and v1 in the demo.
     krs_datatypes: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=datatypes.DEFAULT_DATATYPES,
-        description="comma list of register/datatype/vN",
+        default=(),
+        description="comma list of register/datatype/vN or register/vR/datatype/vN",
     )
     krs_page_size: int = Field(default=2000, ge=1, le=2000, description="an integer from 1 to 2000")
     krs_timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds, above 0")
@@ -76,12 +77,15 @@ class Settings(BaseSettings):
     @field_validator("krs_datatypes")
     @classmethod
     def _known_datatypes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one datatype is needed")
+        # Any well-formed key is accepted: a datatype the registry does not know is replicated
+        # as whole records. Aliases (sor/v1/sygehus/v1) become their canonical key.
+        keys = []
         for key in value:
-            if key not in datatypes.DATATYPES:
-                raise ValueError(f"{key!r} is not one of {', '.join(datatypes.DATATYPES)}")
-        return tuple(dict.fromkeys(value))
+            try:
+                keys.append(datatypes.lookup(key).key)
+            except datatypes.KeyFormatError as exc:
+                raise ValueError(str(exc)) from None
+        return tuple(dict.fromkeys(keys))
 
     @field_validator("database_url", "test_database_url")
     @classmethod
@@ -122,8 +126,18 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def datatype_keys(self) -> tuple[str, ...]:
+        """The configured datatypes, or the default set: SOR2 from a configured KRS; SOR2 and
+        the v1 views from the built-in simulator (the demo serves both from one tree)."""
+        if self.krs_datatypes:
+            return self.krs_datatypes
+        if self.krs_url is not None:
+            return datatypes.DEFAULT_DATATYPES
+        return datatypes.DEMO_DATATYPES
+
+    @property
     def datatypes(self) -> tuple[datatypes.Datatype, ...]:
-        return tuple(datatypes.get(key) for key in self.krs_datatypes)
+        return tuple(datatypes.lookup(key) for key in self.datatype_keys)
 
     @property
     def uses_sts(self) -> bool:

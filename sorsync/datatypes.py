@@ -1,8 +1,16 @@
-"""Registry of the KRS datatypes sorsync replicates, and the fields each one carries.
+"""Registry of the KRS datatypes sorsync replicates, and how each one is stored.
 
-The field lists follow NSP's view definitions for SOR v1 (krs-protocol §6.1), in feed order.
-Everything that depends on the shape of a datatype — replica tables, the feed parser, the
-simulator's rendering — reads it from here, so adding a datatype is one entry in `DATATYPES`.
+Two storages:
+* **columns** — the five legacy SOR v1 views, whose fields NSP's own view definitions fix
+  (docs/reference/krs-protocol.md): one typed column per field, in feed order, plus `extra`
+  (jsonb) for elements the registry does not know.
+* **document** — every other datatype, SOR2 (`sor/v2/<datatype>/v1`) above all: each record is
+  kept whole, as jsonb in column `record`, whatever its fields are called. Typed columns are
+  views over it, built from the mapping (`sorsync.mapping`), so a mapping change never loses data
+  and never needs a re-sync.
+
+`lookup(key)` takes any `register/datatype/vN` or `register/vR/datatype/vN` key: a datatype the
+registry does not know replicates as a document.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 
 class FieldType(Enum):
@@ -25,23 +34,37 @@ class Field:
     type: FieldType
 
 
+Storage = Literal["columns", "document"]
+
+
 @dataclass(frozen=True, slots=True)
 class Datatype:
     register: str
     datatype: str
     version: int
-    fields: tuple[Field, ...]
-    namespace: str  # namespace of the record element and its children
+    fields: tuple[Field, ...]  # typed columns (storage "columns"); empty for a document
+    namespace: str | None  # of the record element; None = any (recorded, not assumed)
+    register_version: int = 1  # KRS `registerVersion`; 1 is what NSP assumes when it is omitted
+    storage: Storage = "columns"
 
     @property
     def key(self) -> str:
-        """The `register/datatype/vN` form used in configuration and NSP permissions."""
-        return f"{self.register}/{self.datatype}/v{self.version}"
+        """`register/datatype/vN`, or `register/vR/datatype/vN` for a register version above 1:
+        the form used in configuration, NSP permissions, sync state and metrics."""
+        if self.register_version == 1:
+            return f"{self.register}/{self.datatype}/v{self.version}"
+        return f"{self.register}/v{self.register_version}/{self.datatype}/v{self.version}"
 
     @property
     def table(self) -> str:
         """Replica table name inside schema `krs`."""
-        return f"{self.register}_{self.datatype}_v{self.version}"
+        if self.register_version == 1:
+            return f"{self.register}_{self.datatype}_v{self.version}"
+        return f"{self.register}_v{self.register_version}_{self.datatype}_v{self.version}"
+
+    @property
+    def is_document(self) -> bool:
+        return self.storage == "document"
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -142,11 +165,65 @@ APOTEK = _sor(
 DATATYPES: dict[str, Datatype] = {
     dt.key: dt for dt in (SYGEHUS, SYGEHUSAFDELING, PRAKSIS, YDER, APOTEK)
 }
-DEFAULT_DATATYPES: tuple[str, ...] = tuple(DATATYPES)
+V1_DATATYPES: tuple[str, ...] = tuple(DATATYPES)
+
+# SOR2 as NSP serves it since 2022 (docs/sor2.md). Which of these a source really has is
+# confirmed with `sorsync krs describe`; names marked inferred there may differ.
+SOR2_DATATYPES: tuple[str, ...] = (
+    "sor/v2/sorentity/v1",
+    "sor/v2/shaksormap/v1",
+    "sor/v2/sorreplacedentity/v1",
+)
+DEFAULT_DATATYPES: tuple[str, ...] = SOR2_DATATYPES
+DEMO_DATATYPES: tuple[str, ...] = V1_DATATYPES  # SOR2 joins once the simulator serves it
+
+_NAME = r"[a-z][a-z0-9]*"
+_KEY = re.compile(rf"^({_NAME})/(?:v([1-9][0-9]?)/)?({_NAME})/v([1-9][0-9]?)$")
+
+
+class KeyFormatError(ValueError):
+    """A datatype key that is neither `register/datatype/vN` nor `register/vR/datatype/vN`."""
+
+
+def parse_key(key: str) -> tuple[str, int, str, int]:
+    """`sor/v2/sorentity/v1` → ("sor", 2, "sorentity", 1); `sor/sygehus/v1` → ("sor", 1, …)."""
+    match = _KEY.match(key)
+    if match is None:
+        raise KeyFormatError(
+            f"{key!r} is not a KRS datatype key: write register/datatype/vN (sor/sygehus/v1) or"
+            " register/vR/datatype/vN (sor/v2/sorentity/v1), lower case"
+        )
+    register, register_version, datatype, version = match.groups()
+    return register, int(register_version or 1), datatype, int(version)
+
+
+def document(register: str, register_version: int, datatype: str, version: int) -> Datatype:
+    """A datatype stored as whole records (any fields, any record namespace)."""
+    return Datatype(
+        register=register,
+        datatype=datatype,
+        version=version,
+        fields=(),
+        namespace=None,
+        register_version=register_version,
+        storage="document",
+    )
+
+
+def lookup(key: str) -> Datatype:
+    """The datatype of `key`: a registered one, or a document datatype for any other
+    well-formed key (KeyFormatError for a malformed one)."""
+    known = DATATYPES.get(key)
+    if known is not None:
+        return known
+    register, register_version, datatype, version = parse_key(key)
+    canonical = document(register, register_version, datatype, version)
+    known = DATATYPES.get(canonical.key)  # e.g. "sor/v1/sygehus/v1" is "sor/sygehus/v1"
+    return known if known is not None else canonical
 
 
 def get(key: str) -> Datatype:
-    """Look up `register/datatype/vN`; KeyError names what is known."""
+    """Look up a registered (typed-column) datatype; KeyError names what is known."""
     try:
         return DATATYPES[key]
     except KeyError:

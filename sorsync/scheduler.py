@@ -509,7 +509,7 @@ def run_scheduler(
         next_full=str(full_job.trigger.get_next_fire_time(None, datetime.now(TIMEZONE)))
         if full_job
         else None,
-        datatypes=list(settings.krs_datatypes),
+        datatypes=list(settings.datatype_keys),
     )
     scheduler.start()
     try:

@@ -187,6 +187,11 @@ def upgrade() -> None:
             postgresql_ops={"navn": "gin_trgm_ops"},
         )
     op.execute("CREATE SCHEMA IF NOT EXISTS sor")
+    create_views()
+
+
+def create_views() -> None:
+    """The schema's comment and the three views (also what 0003's downgrade restores)."""
     op.execute(
         "COMMENT ON SCHEMA sor IS "
         + _literal(

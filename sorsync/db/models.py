@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     func,
@@ -27,7 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from sorsync.datatypes import DATATYPES, Datatype, FieldType
+from sorsync.datatypes import DATATYPES, SOR2_DATATYPES, Datatype, FieldType, lookup
 
 KRS_SCHEMA = "krs"
 SOR_SCHEMA = "sor"
@@ -58,6 +59,17 @@ def _sql_type(kind: FieldType) -> TypeEngine[Any]:
 
 def replica_table(dt: Datatype, *, name: str | None = None, meta: MetaData = metadata) -> Table:
     """The replica table of `dt` (or a same-shaped table under another name, e.g. a shadow)."""
+    if dt.is_document:
+        return Table(
+            name or dt.table,
+            meta,
+            Column("pid", BigInteger, primary_key=True, autoincrement=False),
+            Column("modified_at", DateTime(timezone=True), nullable=False),
+            Column("token", Text, nullable=False),
+            Column("record_namespace", Text),
+            Column("record", JSONB, nullable=False),
+            schema=KRS_SCHEMA,
+        )
     return Table(
         name or dt.table,
         meta,
@@ -71,6 +83,9 @@ def replica_table(dt: Datatype, *, name: str | None = None, meta: MetaData = met
 
 
 REPLICA_TABLES: dict[str, Table] = {key: replica_table(dt) for key, dt in DATATYPES.items()}
+# The SOR2 datatypes of the default mapping have their tables made by migration 0003; any other
+# document datatype gets its table when it is first synced (sorsync.db.views.ensure_tables).
+DOCUMENT_TABLES: dict[str, Table] = {key: replica_table(lookup(key)) for key in SOR2_DATATYPES}
 
 # Columns the API looks units up by (SOR id, EAN, SHAK/ydernummer, parent links); migration 0002.
 LOOKUP_COLUMNS = (
@@ -114,6 +129,7 @@ class SyncState(Base):
     __table_args__ = {"schema": KRS_SCHEMA}  # noqa: RUF012 - read once by SQLAlchemy
 
     register: Mapped[str] = mapped_column(Text, primary_key=True)
+    register_version: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="1")
     datatype: Mapped[str] = mapped_column(Text, primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     token: Mapped[str] = mapped_column(Text, nullable=False)
@@ -122,6 +138,9 @@ class SyncState(Base):
     )
     last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)  # where the replica's tokens come from
+    record_namespace: Mapped[str | None] = mapped_column(Text)  # as last seen in the feed
+    drift: Mapped[dict[str, object] | None] = mapped_column(JSONB)  # fields vs the mapping
 
 
 class SyncRun(Base):
@@ -142,3 +161,18 @@ class SyncRun(Base):
     records: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     report: Mapped[dict[str, object] | None] = mapped_column(JSONB)
+    source: Mapped[str | None] = mapped_column(Text)
+
+
+class MappingState(Base):
+    """The mapping the `sor` views were last built from (sorsync.db.views)."""
+
+    __tablename__ = "mapping_state"
+    __table_args__ = {"schema": KRS_SCHEMA}  # noqa: RUF012 - read once by SQLAlchemy
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    fingerprint: Mapped[str] = mapped_column(Text, nullable=False)
+    applied_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    definition: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)

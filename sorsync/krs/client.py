@@ -136,6 +136,11 @@ class KrsClient:
 
     def request_body(self, dt: Datatype, offset: str, max_records: int) -> bytes:
         """The serialised krs:ReplicationRequest, built by zeep and checked against the XSD."""
+        # registerVersion only above 1: a v1 request stays byte for byte what NSP's 2013 servers
+        # know (the element is optional and absent means 1).
+        extra: dict[str, int] = (
+            {"registerVersion": dt.register_version} if dt.register_version != 1 else {}
+        )
         try:
             envelope: Any = self._zeep.create_message(  # type: ignore[no-untyped-call]
                 self._service,
@@ -145,6 +150,7 @@ class KrsClient:
                 version=dt.version,
                 offset=offset,
                 maxRecords=max_records,
+                **extra,
             )
         except ZeepError as exc:
             raise ValueError(f"cannot build a ReplicationRequest for {dt.key}: {exc}") from None

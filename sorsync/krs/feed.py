@@ -20,6 +20,8 @@ from sorsync.krs.errors import (
     SoapFault,
     TransportError,
 )
+from sorsync.krs.profile import Profile
+from sorsync.krs.records import record_value, split_tag
 from sorsync.xmlsafe import safe_parser
 
 
@@ -32,6 +34,7 @@ class Entry:
     modified_at: datetime  # atom:updated, timezone-aware
     # One value per field of the datatype, in registry order: int for BIGINT, str for TEXT,
     # aware datetime for TIMESTAMP; None for an omitted element and for an open validTo.
+    # A document datatype has two: the record's namespace and the record as JSON (records.py).
     values: tuple[object, ...]
     extra: dict[str, str] | None = None  # elements the registry does not know, by local name
 
@@ -53,6 +56,7 @@ class Page:
     entries: list[Entry]
     unknown_elements: frozenset[str] = field(default_factory=frozenset)
     copy_rows: CopyRows | None = None
+    profile: Profile | None = None  # document datatypes: the fields the page's records have
 
     @property
     def last_token(self) -> str | None:
@@ -137,14 +141,15 @@ def _record_spec(dt: Datatype) -> _RecordSpec:
             kinds.append(_VALID_TO if fld.element.lower() == "validto" else _TIME)
         else:
             kinds.append(_TEXT)
-    tags = tuple(f"{{{dt.namespace}}}{fld.element}" for fld in dt.fields)
+    namespace = dt.namespace or ""  # a typed datatype always names its record namespace
+    tags = tuple(f"{{{namespace}}}{fld.element}" for fld in dt.fields)
     return _RecordSpec(
-        tag=f"{{{dt.namespace}}}{dt.datatype}",
+        tag=f"{{{namespace}}}{dt.datatype}",
         tags=tags,
         kinds=tuple(kinds),
         index={tag: position for position, tag in enumerate(tags)},
         native=(
-            dt.namespace.encode(),
+            namespace.encode(),
             dt.datatype.encode(),
             tuple(fld.element.encode() for fld in dt.fields),
             bytes(kinds),
@@ -199,6 +204,8 @@ def _encode_rows(feed: etree._Element, dt: Datatype, offset: str | None) -> Copy
 def _parse_feed_element(
     feed: etree._Element, dt: Datatype, offset: str | None, copy_rows: bool = False
 ) -> Page:
+    if dt.is_document:
+        return _parse_documents(feed, dt, offset)
     if copy_rows:
         encoded = _encode_rows(feed, dt, offset)
         if encoded is not None:
@@ -311,6 +318,64 @@ def _parse_feed_element(
             f" {wire.MAX_RECORDS}; refusing the page"
         )
     return Page(entries, frozenset(unknown))
+
+
+def _entry_header(
+    entry: etree._Element, dt: Datatype, number: int, previous: tuple[int, int] | None
+) -> tuple[str, tuple[int, int], datetime, Any]:
+    """(token, (seconds, pid), modified_at, record element) of one atom:entry, checked."""
+    id_text: str | None = None
+    updated: str | None = None
+    record: Any = None
+    for child in entry:
+        tag = child.tag
+        if tag == _ID:
+            id_text = child.text
+        elif tag == _UPDATED:
+            updated = child.text
+        elif tag == _CONTENT:
+            record = next((c for c in child if isinstance(c.tag, str)), None)
+    token = id_text.rpartition("/")[2] if id_text else ""
+    if len(token) < 20 or not (token.isascii() and token.isdigit()):
+        raise MalformedResponse(
+            f"{dt.key}: entry {number} has no 20-digit token in atom:id ({id_text!r})"
+        )
+    order = (int(token[:10]), int(token[10:]))
+    if previous is not None and order <= previous:
+        raise MalformedResponse(
+            f"{dt.key}: entry {number} token {token} does not come after the previous"
+            f" token/offset {previous[0]:010d}{previous[1]:010d}; the server's order is broken"
+        )
+    if not updated:
+        raise MalformedResponse(f"{dt.key}: entry {token} has no atom:updated")
+    modified_at = _timestamp(updated, f"{dt.key}: entry {token} atom:updated")
+    if record is None:
+        raise MalformedResponse(f"{dt.key}: entry {token} has no record in atom:content")
+    return token, order, modified_at, record
+
+
+def _parse_documents(feed: etree._Element, dt: Datatype, offset: str | None) -> Page:
+    """Every entry's record kept whole (records.py), whatever element and namespace it has."""
+    previous: tuple[int, int] | None = None
+    if offset is not None:
+        try:
+            previous = wire.split_token(offset)
+        except ValueError:
+            previous = None
+    entries: list[Entry] = []
+    profile = Profile()
+    for entry in feed.iterchildren(_ENTRY):
+        if len(entries) >= wire.MAX_RECORDS:
+            raise MalformedResponse(
+                f"{dt.key}: the server sent more than the protocol's {wire.MAX_RECORDS} records"
+                " in one page; refusing the page"
+            )
+        token, previous, modified_at, record = _entry_header(entry, dt, len(entries) + 1, previous)
+        namespace, name = split_tag(str(record.tag))
+        value = record_value(record, f"{dt.key}: entry {token}")
+        profile.add(namespace, name, value)
+        entries.append(Entry(token, previous[1], modified_at, (namespace or None, value)))
+    return Page(entries, profile=profile)
 
 
 def parse_feed(

@@ -216,7 +216,7 @@ def render_entries(
     """The `atom:entry` elements for rows in feed order (each row: .pid, .modified, .values)."""
     cache = _cache_for(zone)
     fid = feed_id(datatype.register, datatype.datatype)
-    namespace = datatype.namespace
+    namespace = datatype.namespace or ""
     if distortion is not None and distortion.record_namespace is not None:
         namespace = distortion.record_namespace
     open_record, close_entry = _record_tags(datatype, namespace)

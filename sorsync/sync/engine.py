@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
 
+import orjson
 import psycopg
 from psycopg import pq
 from psycopg.types.json import Jsonb
@@ -37,6 +38,7 @@ from sorsync.db.locks import advisory_lock
 from sorsync.krs import wire
 from sorsync.krs.errors import KrsError, ReplicationFault
 from sorsync.krs.feed import CopyRows, Page
+from sorsync.krs.profile import Drift, Profile, compare
 from sorsync.logs import get_logger
 from sorsync.sync import reconcile, sql
 from sorsync.sync.pages import FeedError, PageSource, PageStream
@@ -94,6 +96,8 @@ class DatatypeResult:
     transient: bool | None = None  # of the error: would retrying the run likely help?
     unknown_elements: list[str] = field(default_factory=list)
     reconciliation: Reconciliation | None = None
+    profile: Profile | None = None  # document datatypes: the fields the records had
+    drift: Drift | None = None  # ... compared with the mapping (None: nothing to compare)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +114,8 @@ class DatatypeResult:
             "token": self.token,
             "error": self.error,
             "unknown_elements": self.unknown_elements,
+            "record_namespace": self.profile.namespace if self.profile else None,
+            "drift": self.drift.to_dict() if self.drift else None,
             "reconciliation": self.reconciliation.to_dict() if self.reconciliation else None,
         }
 
@@ -170,8 +176,12 @@ def sync(
     on_progress: ProgressCallback | None = None,
     prefetch: bool = True,
     examples: int = 10,
+    mapped_elements: Mapping[str, Iterable[str]] | None = None,
 ) -> RunResult:
     """Run one delta or full sync of `datatypes` from `source` into the replica.
+
+    `mapped_elements` (datatype key → element names of the mapping) lets the run compare each
+    document datatype's fields with what is mapped, warn once about a difference and record it.
 
     Raises `LockHeld` (sorsync.db.locks) when another run is in progress. Every other failure
     ends the run with status `failed` (see `RunResult.error`); nothing is retried here.
@@ -184,6 +194,7 @@ def sync(
     if not dts:
         raise ValueError("no datatypes to sync")
     run = _Run(engine, source, kind, page_size, on_progress or _ignore, prefetch, examples)
+    run.mapped = {key: frozenset(names) for key, names in (mapped_elements or {}).items()}
     with advisory_lock(engine, LOCK_NAME):
         return run.execute(dts)
 
@@ -225,9 +236,18 @@ def _copy_rows(
             copy.write_row(row)
 
 
+def _dumps(value: object) -> bytes:
+    return orjson.dumps(value)
+
+
 def _rows(dt: Datatype, page: Page, width: int) -> list[tuple[object, ...]]:
     """The page's entries as COPY rows (`sql.columns` order)."""
     rows: list[tuple[object, ...]] = []
+    if dt.is_document:
+        for e in page.entries:
+            namespace, record = e.values
+            rows.append((e.pid, e.modified_at, e.token, namespace, Jsonb(record, _dumps)))
+        return rows
     for e in page.entries:
         if len(e.values) != width:
             raise ValueError(
@@ -257,6 +277,7 @@ class _Run:
         self.examples = examples
         self.run_id = 0
         self.one_transaction = False  # the first full loads everything in one transaction
+        self.mapped: dict[str, frozenset[str]] = {}
 
     # --- run bookkeeping -----------------------------------------------------------------
 
@@ -344,7 +365,7 @@ class _Run:
             with _pg(self.engine) as pg:
                 pg.execute(
                     sql.MARK_ERROR,
-                    (dt.register, dt.datatype, dt.version, wire.START_TOKEN, message),
+                    (*sql.state_key(dt), wire.START_TOKEN, message),
                 )
         except (psycopg.Error, DBAPIError) as exc:
             _log().error("could not record the sync error", datatype=dt.key, error=str(exc))
@@ -399,9 +420,14 @@ class _Run:
                     if with_token:
                         res.token = token
                     unknown |= page.unknown_elements
+                    if page.profile is not None:
+                        if res.profile is None:
+                            res.profile = Profile()
+                        res.profile.merge(page.profile)
                     self.on_progress(Progress(dt.key, "load", res.pages, res.records))
         finally:
             res.seconds += time.perf_counter() - started
+            self._compare_fields(dt, res)
             if unknown:
                 res.unknown_elements = sorted(unknown)
                 _log().warning(
@@ -411,6 +437,29 @@ class _Run:
                     elements=res.unknown_elements,
                 )
         return token
+
+    def _compare_fields(self, dt: Datatype, res: DatatypeResult) -> None:
+        """Compare the fields of the records loaded with the mapping; one warning per run."""
+        expected = self.mapped.get(dt.key)
+        if expected is None or res.profile is None or res.profile.records == 0:
+            return
+        res.drift = compare(res.profile, expected)
+        if res.drift.differs:
+            _log().warning(
+                "the feed's fields differ from the mapping; every field is kept in column"
+                " record, but the views miss what is not mapped — compare with"
+                " `sorsync krs describe` and set SORSYNC_MAPPING_FILE",
+                datatype=dt.key,
+                fields=res.drift.summary(),
+            )
+
+    def _record_profile(
+        self, pg: psycopg.Connection[Any], dt: Datatype, res: DatatypeResult
+    ) -> None:
+        if res.profile is None or res.profile.records == 0:
+            return
+        drift = Jsonb(res.drift.to_dict()) if res.drift is not None else None
+        pg.execute(sql.SET_PROFILE, (res.profile.namespace, drift, *sql.state_key(dt)))
 
     def _store_page(
         self,
@@ -450,7 +499,7 @@ class _Run:
         self, cur: psycopg.Cursor[Any], dt: Datatype, page: Page, with_token: bool
     ) -> None:
         if with_token:
-            cur.execute(sql.SET_TOKEN, (dt.register, dt.datatype, dt.version, page.last_token))
+            cur.execute(sql.SET_TOKEN, (*sql.state_key(dt), page.last_token))
         cur.execute(sql.RUN_PROGRESS, (len(page), self.run_id))
 
     # --- delta ---------------------------------------------------------------------------
@@ -463,10 +512,11 @@ class _Run:
             try:
                 for stmt in sql.create_stage(dt):
                     pg.execute(stmt)
-                row = pg.execute(sql.READ_TOKEN, (dt.register, dt.datatype, dt.version)).fetchone()
+                row = pg.execute(sql.READ_TOKEN, sql.state_key(dt)).fetchone()
                 res.token = row[0] if row else wire.START_TOKEN
                 self._load(pg, dt, res, res.token, target=sql.live(dt), with_token=True)
-                pg.execute(sql.MARK_SUCCESS, (dt.register, dt.datatype, dt.version, res.token))
+                pg.execute(sql.MARK_SUCCESS, (*sql.state_key(dt), res.token))
+                self._record_profile(pg, dt, res)
                 res.status = "ok"
                 self.on_progress(Progress(dt.key, "done", res.pages, res.records))
             except Exception as exc:
@@ -547,7 +597,8 @@ class _Run:
                     current = dt
                     res = results[dt.key]
                     token = res.token or wire.START_TOKEN
-                    pg.execute(sql.MARK_SUCCESS, (dt.register, dt.datatype, dt.version, token))
+                    pg.execute(sql.MARK_SUCCESS, (*sql.state_key(dt), token))
+                    self._record_profile(pg, dt, res)
                     res.reconciliation = reconcile.initial(pg, dt, examples=self.examples)
         except Exception as exc:
             failed = (current, exc)
@@ -612,8 +663,9 @@ class _Run:
                     res.inserted, res.updated, res.deleted = int(counts[0]), int(counts[1]), deleted
                     res.reconciliation = recons[dt.key]
                     res.token = tokens[dt.key]
-                    pg.execute(sql.SET_TOKEN, (dt.register, dt.datatype, dt.version, res.token))
-                    pg.execute(sql.MARK_SUCCESS, (dt.register, dt.datatype, dt.version, res.token))
+                    pg.execute(sql.SET_TOKEN, (*sql.state_key(dt), res.token))
+                    pg.execute(sql.MARK_SUCCESS, (*sql.state_key(dt), res.token))
+                    self._record_profile(pg, dt, res)
                 current = None
         except Exception as exc:
             for dt in dts:

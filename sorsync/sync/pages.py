@@ -85,8 +85,9 @@ def _fetch_all(source: PageSource, dt: Datatype, offset: str, page_size: int) ->
         token = page.last_token
 
 
-# The token in an entry's atom:id, `<feed id>/<20+ digits>` up to the closing tag.
-_ID_TOKEN = re.compile(rb"([0-9]{20,})<")
+# The token in an entry's atom:id, `…/<datatype>/vN/<20+ digits>` up to the closing tag. Only the
+# datatype is matched: what precedes it differs between register versions (docs/sor2.md).
+_ID_TOKEN = re.compile(rb"[0-9]{1,3}/([0-9]{20,})<")
 
 
 def scan_last_token(content: bytes, dt: Datatype, after: str) -> str | None:
@@ -94,7 +95,7 @@ def scan_last_token(content: bytes, dt: Datatype, after: str) -> str | None:
 
     Only a guess to ask for the next page early: the parsed page must confirm it.
     """
-    marker = (wire.feed_id(dt.register, dt.datatype) + "/").encode()
+    marker = f"/{dt.datatype}/v".encode()
     at = content.rfind(marker)
     if at < 0:
         return None

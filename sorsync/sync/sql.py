@@ -1,7 +1,8 @@
 """SQL of the sync engine, composed with psycopg's `sql` module.
 
 Identifiers come from the datatype registry and are always quoted; values are always bound.
-Every replica table has the same shape: pid, modified_at, token, one column per field, extra.
+A replica table is pid, modified_at, token, then one column per field and `extra` (a typed
+datatype), or `record_namespace` and `record` (a document datatype).
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from sorsync.db.models import KRS_SCHEMA
 _COPY_TYPE = {FieldType.BIGINT: "int8", FieldType.TEXT: "text", FieldType.TIMESTAMP: "timestamptz"}
 
 
+DOCUMENT_COLUMNS = ("pid", "modified_at", "token", "record_namespace", "record")
+
+
 def columns(dt: Datatype) -> tuple[str, ...]:
     """All replica columns of `dt`, in table order."""
+    if dt.is_document:
+        return DOCUMENT_COLUMNS
     return ("pid", "modified_at", "token", *dt.columns, "extra")
 
 
 def copy_types(dt: Datatype) -> list[str]:
+    if dt.is_document:
+        return ["int8", "timestamptz", "text", "text", "jsonb"]
     return ["int8", "timestamptz", "text", *(_COPY_TYPE[f.type] for f in dt.fields), "jsonb"]
 
 
@@ -190,30 +198,43 @@ def analyze(table: sql.Identifier) -> sql.Composed:
     return sql.SQL("ANALYZE {}").format(table)
 
 
+def state_key(dt: Datatype) -> tuple[str, int, str, int]:
+    """The key of `dt`'s row in krs.sync_state, in the order the statements below bind it."""
+    return (dt.register, dt.register_version, dt.datatype, dt.version)
+
+
+_STATE_KEY = "register, register_version, datatype, version"
+
 READ_TOKEN = sql.SQL(
-    "SELECT token FROM krs.sync_state WHERE register = %s AND datatype = %s AND version = %s"
+    "SELECT token FROM krs.sync_state WHERE register = %s AND register_version = %s"
+    " AND datatype = %s AND version = %s"
 )
 
 SET_TOKEN = sql.SQL(
-    "INSERT INTO krs.sync_state (register, datatype, version, token, updated_at) "
-    "VALUES (%s, %s, %s, %s, now()) "
-    "ON CONFLICT (register, datatype, version) "
+    f"INSERT INTO krs.sync_state ({_STATE_KEY}, token, updated_at) "
+    "VALUES (%s, %s, %s, %s, %s, now()) "
+    f"ON CONFLICT ({_STATE_KEY}) "
     "DO UPDATE SET token = excluded.token, updated_at = excluded.updated_at"
 )
 
 # The first insert of a state row without a page still needs a token: the start token is where
 # a missing row would begin anyway. An existing token is never touched by these two.
 MARK_SUCCESS = sql.SQL(
-    "INSERT INTO krs.sync_state (register, datatype, version, token, updated_at, "
-    "last_success_at, last_error) VALUES (%s, %s, %s, %s, now(), now(), NULL) "
-    "ON CONFLICT (register, datatype, version) "
+    f"INSERT INTO krs.sync_state ({_STATE_KEY}, token, updated_at, "
+    "last_success_at, last_error) VALUES (%s, %s, %s, %s, %s, now(), now(), NULL) "
+    f"ON CONFLICT ({_STATE_KEY}) "
     "DO UPDATE SET last_success_at = excluded.last_success_at, last_error = NULL"
 )
 
 MARK_ERROR = sql.SQL(
-    "INSERT INTO krs.sync_state (register, datatype, version, token, updated_at, last_error) "
-    "VALUES (%s, %s, %s, %s, now(), %s) "
-    "ON CONFLICT (register, datatype, version) DO UPDATE SET last_error = excluded.last_error"
+    f"INSERT INTO krs.sync_state ({_STATE_KEY}, token, updated_at, last_error) "
+    "VALUES (%s, %s, %s, %s, %s, now(), %s) "
+    f"ON CONFLICT ({_STATE_KEY}) DO UPDATE SET last_error = excluded.last_error"
+)
+
+SET_PROFILE = sql.SQL(
+    "UPDATE krs.sync_state SET record_namespace = %s, drift = %s WHERE register = %s"
+    " AND register_version = %s AND datatype = %s AND version = %s"
 )
 
 RUN_PROGRESS = sql.SQL(

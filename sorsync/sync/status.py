@@ -102,11 +102,12 @@ def status(engine: Engine, settings: Settings) -> StatusReport:
     with engine.connect() as conn:
         now = conn.execute(text("SELECT now()")).scalar_one()
         states = {
-            (r.register, r.datatype, r.version): r
+            (r.register, r.register_version, r.datatype, r.version): r
             for r in conn.execute(
                 text(
-                    "SELECT register, datatype, version, token, updated_at, last_success_at,"
-                    " last_error FROM krs.sync_state"
+                    "SELECT register, register_version, datatype, version, token, updated_at,"
+                    " last_success_at, last_error, source, record_namespace, drift"
+                    " FROM krs.sync_state"
                 )
             )
         }
@@ -137,7 +138,7 @@ def status(engine: Engine, settings: Settings) -> StatusReport:
 
     items: list[DatatypeStatus] = []
     for i, dt in enumerate(dts):
-        st = states.get((dt.register, dt.datatype, dt.version))
+        st = states.get((dt.register, dt.register_version, dt.datatype, dt.version))
         items.append(
             DatatypeStatus(
                 key=dt.key,

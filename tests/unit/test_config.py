@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from sorsync.config import ConfigError, load_settings
-from sorsync.datatypes import DEFAULT_DATATYPES
+from sorsync.datatypes import DEFAULT_DATATYPES, DEMO_DATATYPES
 
 
 @pytest.fixture(autouse=True)
@@ -21,10 +21,25 @@ def test_defaults() -> None:
     s = load_settings()
     assert s.database_url is None
     assert s.krs_url is None
-    assert s.krs_datatypes == DEFAULT_DATATYPES
+    assert s.krs_datatypes == ()
+    assert s.datatype_keys == DEMO_DATATYPES
     assert s.krs_page_size == 2000
     assert s.delta_interval == 15
     assert s.full_cron == "30 3 * * *"
+
+
+def test_a_configured_krs_replicates_sor2_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SORSYNC_KRS_URL", "https://krs.example/x")
+    assert load_settings().datatype_keys == DEFAULT_DATATYPES
+    assert all("/v2/" in key for key in DEFAULT_DATATYPES)
+
+
+def test_any_well_formed_datatype_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SORSYNC_KRS_DATATYPES", "sor/v2/sorentity/v1,sor/v1/sygehus/v1,x/y/v3")
+    settings = load_settings()
+    assert settings.krs_datatypes == ("sor/v2/sorentity/v1", "sor/sygehus/v1", "x/y/v3")
+    kinds = [(dt.storage, dt.register_version) for dt in settings.datatypes]
+    assert kinds == [("document", 2), ("columns", 1), ("document", 1)]
 
 
 def test_datatype_list_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,7 +58,7 @@ def test_database_url_is_normalised_to_psycopg(monkeypatch: pytest.MonkeyPatch) 
         ("SORSYNC_KRS_PAGE_SIZE", "0", "from 1 to 2000"),
         ("SORSYNC_KRS_PAGE_SIZE", "2001", "from 1 to 2000"),
         ("SORSYNC_KRS_PAGE_SIZE", "many", "from 1 to 2000"),
-        ("SORSYNC_KRS_DATATYPES", "sor/nope/v1", "'sor/nope/v1' is not one of"),
+        ("SORSYNC_KRS_DATATYPES", "sor/Nope", "'sor/Nope' is not a KRS datatype key"),
         ("SORSYNC_KRS_URL", "ftp://x", "http:// or https://"),
         ("SORSYNC_DATABASE_URL", "mysql://x/y", "postgresql://"),
         ("SORSYNC_FULL_CRON", "every night", "cron"),

@@ -1,0 +1,81 @@
+"""Whole records: a KRS record element as JSON, whatever its fields are called.
+
+Document datatypes (SOR2 and any datatype the registry does not know) are stored this way, so
+nothing a source sends is lost however its field lists differ from what we expect. The shape:
+
+* an element with only text is its text (`""` when empty; `null` for `xsi:nil="true"`);
+* an element with child elements or attributes is an object: children by name, attributes as
+  `@name`, and any text beside the children as `#text`;
+* a name that repeats becomes a list of its values, in document order;
+* a child in the record's own namespace is named by its local name; in any other namespace by
+  `{namespace}local`, so nothing is merged by accident.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from sorsync.krs.errors import MalformedResponse
+
+XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+MAX_DEPTH = 32  # a SOR record is two or three levels deep; more is a broken or hostile source
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """Clark name → (namespace, local name); the namespace is "" when there is none."""
+    if tag.startswith("{"):
+        namespace, _, local = tag[1:].partition("}")
+        return namespace, local
+    return "", tag
+
+
+def record_value(record: etree._Element, where: str) -> dict[str, Any]:
+    """The record element's children and attributes as a JSON object (see the module's rules)."""
+    namespace, _ = split_tag(str(record.tag))
+    value = _value(record, namespace, 0, where)
+    if not isinstance(value, dict):
+        # A record with nothing but text (or nothing at all) still becomes an object.
+        return {} if value in ("", None) else {"#text": value}
+    return value
+
+
+def _name(tag: str, namespace: str) -> str:
+    ns, local = split_tag(tag)
+    return local if ns == namespace else f"{{{ns}}}{local}"
+
+
+def _value(el: etree._Element, namespace: str, depth: int, where: str) -> Any:
+    if depth > MAX_DEPTH:
+        raise MalformedResponse(
+            f"{where}: elements nested more than {MAX_DEPTH} levels deep; a KRS record is"
+            " two or three levels deep, so the source is broken — refused"
+        )
+    attributes = el.attrib
+    children = [child for child in el if isinstance(child.tag, str)]
+    if not children and not attributes:
+        return el.text if el.text is not None else ""
+    if not children and len(attributes) == 1 and attributes.get(XSI_NIL) in ("true", "1"):
+        return None
+    out: dict[str, Any] = {}
+    for name, attribute in attributes.items():
+        out["@" + _name(str(name), namespace)] = attribute
+    text = el.text
+    # Indentation between children is not content; text beside attributes alone is.
+    if text is not None and (not children or text.strip()):
+        out["#text"] = text
+    for child in children:
+        key = _name(str(child.tag), namespace)
+        value = _value(child, namespace, depth + 1, where)
+        if key not in out:
+            out[key] = value
+        elif isinstance(out[key], _Repeated):
+            out[key].append(value)
+        else:
+            out[key] = _Repeated((out[key], value))
+    return {k: list(v) if isinstance(v, _Repeated) else v for k, v in out.items()}
+
+
+class _Repeated(list[Any]):
+    """A name seen more than once under one parent (told apart from a value that is a list)."""
