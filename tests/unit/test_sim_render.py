@@ -13,7 +13,7 @@ from sorsync.simulator import render
 from sorsync.simulator.render import Distortion, PageRow
 
 CPH = ZoneInfo("Europe/Copenhagen")
-NS = {"S": NS_SOAP, "a": NS_ATOM, "k": NS_KRS, "m": NS_MEDCOM, "sor": SYGEHUS.namespace}
+NS = {"S": NS_SOAP, "a": NS_ATOM, "k": NS_KRS, "m": NS_MEDCOM, "sor": SYGEHUS.namespace or ""}
 
 
 def parse(body: bytes) -> etree._Element:
