@@ -13,9 +13,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sorsync.geo import etrs89_utm32_to_wgs84
 from sorsync.lookup import Unit, local_date
 
-Kind = Literal["sygehus", "sygehusafdeling", "praksis", "yder", "apotek"]
+Kind = Literal[
+    "sygehus",
+    "sygehusafdeling",
+    "praksis",
+    "yder",
+    "apotek",
+    "institutionsejer",
+    "sundhedsinstitution",
+    "organisationsenhed",
+]
 
 SOR_ID_EXAMPLE = "347811000016004"
 
@@ -24,6 +34,40 @@ class Address(BaseModel):
     street: str | None = Field(description="Street name and building number.")
     postcode: str | None
     city: str | None
+
+
+class CodeName(BaseModel):
+    code: str | None = None
+    name: str | None = None
+
+
+class Reference(BaseModel):
+    sor_id: str | None = None
+    name: str | None = None
+
+
+class Owner(Reference):
+    type: str | None = Field(default=None, description="privat, stat, region, kommune, …")
+    cvr: str | None = None
+
+
+class Coordinates(BaseModel):
+    etrs89_e: float = Field(description="ETRS89 / UTM zone 32N easting, metres (EPSG:25832).")
+    etrs89_n: float = Field(description="ETRS89 / UTM zone 32N northing, metres.")
+    lat: float = Field(description="WGS84 latitude (EPSG:4326), projected with PROJ.")
+    lon: float = Field(description="WGS84 longitude.")
+
+
+class AddressOut(BaseModel):
+    street_name: str | None = None
+    street_building_id: str | None = None
+    floor_id: str | None = None
+    suite_id: str | None = None
+    additional_info: str | None = None
+    postcode: str | None = None
+    district_name: str | None = None
+    region_code: str | None = None
+    coordinates: Coordinates | None = None
 
 
 class UnitOut(BaseModel):
@@ -50,7 +94,42 @@ class UnitOut(BaseModel):
     specialty_text: str | None
     valid_from: dt.date | None = Field(description="First day this version is valid.")
     valid_to: dt.date | None = Field(
-        description="First day this version is no longer valid (exclusive); null = open."
+        description="First day this version is no longer valid (exclusive); null = open. For"
+        " SOR2 this is the day after ToDate, which SOR gives as the last valid day."
+    )
+    # SOR2 (sorsync/mapping.py names the element each comes from); null for v1 data.
+    datatype: str | None = Field(
+        default=None,
+        description="The KRS datatype the unit comes from (sor/v2/sorentity/v1 or a v1 view).",
+    )
+    sor_type: Literal["IE", "SI", "OE"] | str | None = Field(
+        default=None,
+        description="SOR2 SorType: IE institution owner, SI health institution,"
+        " OE organisational unit.",
+    )
+    entity_type: str | None = Field(default=None, description="SOR2 EntityTypeName.")
+    organisational_level: CodeName | None = Field(
+        default=None, description="SOR2 OrganisationalLevelCode / OrganisationalLevelName."
+    )
+    health_institution: Reference | None = Field(
+        default=None,
+        description="SOR2 HealthInstitutionSorId / HealthInstitutionEntityName (the SI above).",
+    )
+    institution_owner: Owner | None = Field(
+        default=None, description="SOR2 InstitutionOwner* (the IE above: type and CVR)."
+    )
+    specialities: list[CodeName] | None = Field(
+        default=None,
+        description="SOR2 PrioritizedEntitySpeciality1..8 (SNOMED code and text), in priority"
+        " order.",
+    )
+    addresses: dict[str, AddressOut] | None = Field(
+        default=None,
+        description="SOR2 postal, visiting and activity addresses (PostalAddress*,"
+        " VisitingAddress*, ActivityAddress*), with coordinates. Not in batch resolve answers.",
+    )
+    replaced_by: list[str] | None = Field(
+        default=None, description="SOR2 sorreplacedentity: the units that replaced this one."
     )
 
 
@@ -192,4 +271,57 @@ def unit_json(u: Unit) -> dict[str, Any]:
         "specialty_text": u.specialty_text,
         "valid_from": None if valid_from is None else local_date(valid_from),
         "valid_to": None if valid_to is None else local_date(valid_to),
+        **sor2_json(u),
     }
+
+
+def sor2_json(u: Unit) -> dict[str, Any]:
+    """The SOR2 facts of a unit (UnitOut's SOR2 fields)."""
+    level = None
+    if u.organisational_level_code is not None or u.organisational_level_name is not None:
+        level = {"code": u.organisational_level_code, "name": u.organisational_level_name}
+    owner = None
+    if u.institution_owner_sor_id is not None or u.institution_owner_name is not None:
+        owner = {
+            "sor_id": None
+            if u.institution_owner_sor_id is None
+            else str(u.institution_owner_sor_id),
+            "name": u.institution_owner_name,
+            "type": u.institution_owner_type,
+            "cvr": u.institution_owner_cvr,
+        }
+    institution = None
+    if u.health_institution_name is not None:
+        institution = {
+            "sor_id": None if u.hospital_sor_id is None else str(u.hospital_sor_id),
+            "name": u.health_institution_name,
+        }
+    return {
+        "datatype": u.datatype,
+        "sor_type": u.sor_type,
+        "entity_type": u.entity_type,
+        "organisational_level": level,
+        "health_institution": institution,
+        "institution_owner": owner,
+        "specialities": u.specialities,
+        "addresses": None if u.addresses is None else addresses_json(u.addresses),
+        "replaced_by": None if u.replaced_by is None else [str(i) for i in u.replaced_by],
+    }
+
+
+def addresses_json(addresses: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """sor.unit's addresses with their coordinates as ETRS89 and WGS84."""
+    out: dict[str, Any] = {}
+    for name, parts in addresses.items():
+        address = {k: v for k, v in parts.items() if k not in ("etrs89_e", "etrs89_n")}
+        e, n = parts.get("etrs89_e"), parts.get("etrs89_n")
+        if isinstance(e, (int, float)) and isinstance(n, (int, float)):
+            lat, lon = etrs89_utm32_to_wgs84(float(e), float(n))
+            address["coordinates"] = {
+                "etrs89_e": float(e),
+                "etrs89_n": float(n),
+                "lat": round(lat, 7),
+                "lon": round(lon, 7),
+            }
+        out[name] = address
+    return out

@@ -16,6 +16,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sorsync import datatypes
+from sorsync.mapping import SorMapping, load_mapping
 
 ENV_PREFIX = "SORSYNC_"
 
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
     )
     krs_page_size: int = Field(default=2000, ge=1, le=2000, description="an integer from 1 to 2000")
     krs_timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds, above 0")
+    mapping_file: Path | None = Field(
+        default=None, description="a TOML file of SOR2 mapping overrides (see docs/sor2.md)"
+    )
     idcard_file: Path | None = None
     sts_url: str | None = None
     cert_file: Path | None = None
@@ -117,6 +121,18 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"must be a 5-field cron expression ({exc})") from None
         return value
+
+    @field_validator("mapping_file")
+    @classmethod
+    def _mapping_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_mapping(value)  # a MappingError (ValueError) names the file and the entry
+        return value
+
+    @property
+    def mapping(self) -> SorMapping:
+        """The SOR2 mapping: the defaults with SORSYNC_MAPPING_FILE's overrides."""
+        return load_mapping(self.mapping_file)
 
     @field_validator("idcard_file", "cert_file")
     @classmethod

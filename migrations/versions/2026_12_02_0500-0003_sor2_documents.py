@@ -11,7 +11,7 @@ Create Date: 2026-12-02 05:00:00
 * `krs.sor_v2_{sorentity,shaksormap,sorreplacedentity}_v1` keep each record whole in `record`
   (jsonb). The typed `sor` views over them are built from the mapping at run time
   (sorsync.db.views), not here: a mapping change must not need a migration.
-* `krs.as_bigint`, `as_numeric`, `as_date`, `as_timestamptz` read stored text into typed values
+* `sor.as_bigint`, `as_numeric`, `as_date`, `as_timestamptz` read stored text into typed values
   and answer NULL for anything they cannot read, so no stored value can make a view fail.
 """
 
@@ -37,19 +37,19 @@ _OFFSET = r"(Z|[+-]([01][0-9]|1[0-4])(:?[0-5][0-9])?)"
 FUNCTIONS = (
     # bigint: up to 18 digits, so it can never overflow
     r"""
-CREATE FUNCTION krs.as_bigint(v text) RETURNS bigint
+CREATE FUNCTION sor.as_bigint(v text) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 SELECT CASE WHEN v ~ '^\s*-?[0-9]{1,18}\s*$' THEN btrim(v)::bigint END
 $$""",
     r"""
-CREATE FUNCTION krs.as_numeric(v text) RETURNS numeric
+CREATE FUNCTION sor.as_numeric(v text) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 SELECT CASE WHEN v ~ '^\s*-?[0-9]{1,15}([.,][0-9]{1,12})?\s*$'
             THEN replace(btrim(v), ',', '.')::numeric END
 $$""",
     # true when v starts with a real calendar date of years 1000-9999
     rf"""
-CREATE FUNCTION krs.starts_with_date(v text) RETURNS boolean
+CREATE FUNCTION sor.starts_with_date(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 SELECT v ~ '^{_DATE}'
    AND substr(v, 1, 1) <> '0'
@@ -57,46 +57,43 @@ SELECT v ~ '^{_DATE}'
          make_date(substr(v, 1, 4)::int, substr(v, 6, 2)::int, 1)
          + interval '1 month' - interval '1 day')
 $$""",
-    # a date; a date-time with an offset counts on its Danish calendar day
+    # a date; a date-time with an offset counts on its Danish calendar day. Capped at
+    # 9999-12-30 so that no value is beyond what Python's date can hold a day later.
     rf"""
-CREATE FUNCTION krs.as_date(v text) RETURNS date
+CREATE FUNCTION sor.as_date(v text) RETURNS date
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 SELECT CASE
-  WHEN btrim(v) !~ '^{_DATE}({_TIME}{_OFFSET}?)?$' OR NOT krs.starts_with_date(btrim(v))
+  WHEN btrim(v) !~ '^{_DATE}({_TIME}{_OFFSET}?)?$' OR NOT sor.starts_with_date(btrim(v))
     THEN NULL
   WHEN btrim(v) ~ '{_OFFSET}$' AND length(btrim(v)) > 10
-    THEN (btrim(v)::timestamptz AT TIME ZONE 'Europe/Copenhagen')::date
-  ELSE substr(btrim(v), 1, 10)::date
+    THEN LEAST((btrim(v)::timestamptz AT TIME ZONE 'Europe/Copenhagen')::date,
+               DATE '9999-12-30')
+  ELSE LEAST(substr(btrim(v), 1, 10)::date, DATE '9999-12-30')
 END
 $$""",
-    # an instant; a date alone is its Danish midnight, a time without an offset Danish time
+    # an instant; a date alone is its Danish midnight, a time without an offset Danish time.
+    # Capped like as_date.
     rf"""
-CREATE FUNCTION krs.as_timestamptz(v text) RETURNS timestamptz
+CREATE FUNCTION sor.as_timestamptz(v text) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 SELECT CASE
-  WHEN btrim(v) !~ '^{_DATE}({_TIME}{_OFFSET}?)?$' OR NOT krs.starts_with_date(btrim(v))
+  WHEN btrim(v) !~ '^{_DATE}({_TIME}{_OFFSET}?)?$' OR NOT sor.starts_with_date(btrim(v))
     THEN NULL
   WHEN length(btrim(v)) = 10
-    THEN substr(btrim(v), 1, 10)::timestamp AT TIME ZONE 'Europe/Copenhagen'
+    THEN LEAST(substr(btrim(v), 1, 10)::timestamp AT TIME ZONE 'Europe/Copenhagen',
+               TIMESTAMPTZ '9999-12-30 00:00:00+00')
   WHEN btrim(v) ~ '{_OFFSET}$'
-    THEN btrim(v)::timestamptz
-  ELSE btrim(v)::timestamp AT TIME ZONE 'Europe/Copenhagen'
+    THEN LEAST(btrim(v)::timestamptz, TIMESTAMPTZ '9999-12-30 00:00:00+00')
+  ELSE LEAST(btrim(v)::timestamp AT TIME ZONE 'Europe/Copenhagen',
+             TIMESTAMPTZ '9999-12-30 00:00:00+00')
 END
 $$""",
     # the instant a Danish calendar day begins (how sor.unit holds validity)
     r"""
-CREATE FUNCTION krs.day_start(d date) RETURNS timestamptz
+CREATE FUNCTION sor.day_start(d date) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 SELECT d::timestamp AT TIME ZONE 'Europe/Copenhagen'
 $$""",
-)
-FUNCTION_SIGNATURES = (
-    "krs.day_start(date)",
-    "krs.as_timestamptz(text)",
-    "krs.as_date(text)",
-    "krs.starts_with_date(text)",
-    "krs.as_numeric(text)",
-    "krs.as_bigint(text)",
 )
 
 
@@ -160,14 +157,12 @@ def downgrade() -> None:
     assert spec is not None and spec.loader is not None
     v2 = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(v2)
-    op.execute("DROP SCHEMA sor CASCADE")
+    op.execute("DROP SCHEMA sor CASCADE")  # the views built from the mapping and the functions
     op.execute("CREATE SCHEMA sor")
     v2.create_views()
     op.drop_table("mapping_state", schema="krs")
     for table in DOCUMENT_TABLES:
         op.drop_table(table, schema="krs")
-    for signature in FUNCTION_SIGNATURES:
-        op.execute(f"DROP FUNCTION {signature}")
     op.drop_column("sync_run", "source", schema="krs")
     for column in ("drift", "record_namespace", "source"):
         op.drop_column("sync_state", column, schema="krs")

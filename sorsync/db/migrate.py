@@ -33,7 +33,19 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate to `revision`; at head, also build the `sor` views of the configured mapping."""
     command.upgrade(alembic_config(url), revision)
+    if revision == "head":
+        from sorsync.config import get_settings
+        from sorsync.db import views
+        from sorsync.db.engine import make_engine
+
+        settings = get_settings()
+        engine = make_engine(url, pool=False, application_name="sorsync-migrate")
+        try:
+            views.ensure(engine, settings.mapping, settings.datatypes)
+        finally:
+            engine.dispose()
 
 
 def downgrade(url: str, revision: str) -> None:

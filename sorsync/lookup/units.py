@@ -1,11 +1,12 @@
 """Lookups of SOR units as of a date: plain functions over a SQLAlchemy Connection.
 
-Every query reads the `sor.unit` view (or, for children, the replica tables directly); the
-view's UNION ALL is flattened by PostgreSQL so that `sor_id = …`, `shak = …`, `ean = …` become
-index scans on each replica table (indexes of migration 0002; tests/api/test_lookup_plans.py
-checks the plans). Validity is half-open: a version is valid at instant T when
-`valid_from <= T` and (`valid_to` is NULL or `T < valid_to`); a date D means the start of D in
-Europe/Copenhagen, which is how NSP stores SOR dates (local midnight).
+Every query reads the `sor` views (sorsync/db/views.py): `sor.unit`, `sor.shak_map` for SHAK
+codes and `sor.unit_link` for children. The views' UNION ALL is flattened by PostgreSQL so that
+`sor_id = …`, `shak = …`, `ean = …` become index scans on each replica table (indexes of
+migration 0002 and of the views module; tests/api/test_lookup.py checks the plans).
+Validity is half-open: a version is valid at instant T when `valid_from <= T` and (`valid_to`
+is NULL or `T < valid_to`); a date D means the start of D in Europe/Copenhagen, which is how NSP
+stores SOR dates (local midnight).
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ from sqlalchemy.exc import DBAPIError
 from sorsync.identifiers import normalise_ydernummer
 
 COPENHAGEN = ZoneInfo("Europe/Copenhagen")
-KINDS = ("sygehus", "sygehusafdeling", "praksis", "yder", "apotek")
+# The v1 kinds; SOR2 units are of these where their type says so, else of the last three.
+KINDS = (
+    "sygehus",
+    "sygehusafdeling",
+    "praksis",
+    "yder",
+    "apotek",
+    "institutionsejer",
+    "sundhedsinstitution",
+    "organisationsenhed",
+)
 MAX_ANCESTORS = 32  # SOR trees are a handful of levels deep; this only stops a cycle in bad data
 
 
@@ -52,6 +63,22 @@ class Unit(NamedTuple):
     valid_to: datetime | None
     pid: int
     modified_at: datetime
+    # SOR2 (None / empty for units from the v1 views); sorsync/db/views.py builds them.
+    datatype: str
+    sor_type: str | None
+    entity_type: str | None
+    organisational_level_code: str | None
+    organisational_level_name: str | None
+    health_institution_name: str | None
+    institution_owner_sor_id: int | None
+    institution_owner_name: str | None
+    institution_owner_type: str | None
+    institution_owner_cvr: str | None
+    specialities: list[dict[str, str]] | None
+    addresses: dict[str, dict[str, Any]] | None
+    replaced_by: list[int] | None
+    nsp_valid_from: datetime | None
+    nsp_valid_to: datetime | None
 
     def valid_at(self, at: datetime) -> bool:
         return (self.valid_from is None or self.valid_from <= at) and (
@@ -77,7 +104,10 @@ class SearchPage:
 COLUMNS = (
     "sor_id, kind, name, shak, ydernummer, ean, parent_sor_id, hospital_sor_id, "
     "praksis_sor_id, street, postcode, city, phone, email, www, specialty_code, "
-    "specialty_text, valid_from, valid_to, pid, modified_at"
+    "specialty_text, valid_from, valid_to, pid, modified_at, datatype, sor_type, entity_type, "
+    "organisational_level_code, organisational_level_name, health_institution_name, "
+    "institution_owner_sor_id, institution_owner_name, institution_owner_type, "
+    "institution_owner_cvr, specialities, addresses, replaced_by, nsp_valid_from, nsp_valid_to"
 )
 _U_COLUMNS = ", ".join(f"u.{c.strip()}" for c in COLUMNS.split(","))
 _VALID = (
@@ -129,7 +159,17 @@ def _units(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[Unit]:
     return [make(row) for row in fetch(conn, sql, params)]
 
 
-BY_SHAK = f"SELECT {_U_COLUMNS} FROM sor.unit u WHERE u.shak = %(code)s AND {_VALID} {_ORDER}"
+# SHAK → SOR goes through sor.shak_map: SOR2's shaksormap where it holds rows, else the units'
+# own SHAK codes (sorsync/db/views.py).
+_MAP_VALID = _VALID.replace("u.", "m.")
+# Each mapped SOR id is an index lookup in every branch of sor.unit (LATERAL).
+_UNITS_OF_MAP = (
+    f"CROSS JOIN LATERAL (SELECT * FROM sor.unit u WHERE u.sor_id = m.sor_id AND {_VALID}) u"
+)
+BY_SHAK = (
+    f"SELECT {_U_COLUMNS} FROM (SELECT DISTINCT m.sor_id FROM sor.shak_map m"
+    f" WHERE m.shak = %(code)s AND {_MAP_VALID}) m {_UNITS_OF_MAP} {_ORDER}"
+)
 
 
 def by_shak(conn: Connection, code: str, day: date) -> list[Unit]:
@@ -137,7 +177,11 @@ def by_shak(conn: Connection, code: str, day: date) -> list[Unit]:
     return _units(conn, BY_SHAK, {"code": code, "at": day_start(day)})
 
 
-RESOLVE = f"SELECT {_U_COLUMNS} FROM sor.unit u WHERE u.shak = ANY(%(codes)s) AND {_VALID} {_ORDER}"
+RESOLVE = (
+    f"SELECT m.shak, {_U_COLUMNS} FROM (SELECT DISTINCT m.shak, m.sor_id FROM sor.shak_map m"
+    f" WHERE m.shak = ANY(%(codes)s) AND {_MAP_VALID}) m {_UNITS_OF_MAP}"
+    f" ORDER BY m.shak, u.sor_id, u.valid_from NULLS FIRST, u.pid"
+)
 
 
 def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, list[Unit]]:
@@ -146,8 +190,9 @@ def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, lis
     found: dict[str, list[Unit]] = {}
     if not codes:
         return found
-    for unit in _units(conn, RESOLVE, {"codes": codes, "at": day_start(day)}):
-        found.setdefault(unit.shak or "", []).append(unit)
+    make = Unit._make
+    for row in fetch(conn, RESOLVE, {"codes": codes, "at": day_start(day)}):
+        found.setdefault(row[0], []).append(make(row[1:]))
     return found
 
 
@@ -159,19 +204,42 @@ def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, lis
 # shak is NULL and filters the rest with a hashed array, instead of hash-joining every unit
 # (query -15 to -20 %). The codes travel as one comma-separated text, which PostgreSQL splits
 # while planning: psycopg's list dumper took ~10 % of a 10 000-code request.
+# The SOR2 facts of api.schemas.unit_json, but not the addresses: their WGS84 coordinates are
+# projected in Python (pyproj), so a batch answer carries the unit without them.
 RESOLVE_JSON = f"""
-SELECT u.shak, json_agg(j ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)::text
-  FROM sor.unit u CROSS JOIN LATERAL (
+SELECT m.shak, json_agg(j ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)::text
+  FROM (SELECT DISTINCT m.shak, m.sor_id FROM sor.shak_map m
+         WHERE m.shak = ANY(string_to_array(%(codes)s, ',')) AND {_MAP_VALID}) m
+ {_UNITS_OF_MAP}
+ CROSS JOIN LATERAL (
     SELECT u.sor_id::text AS sor_id, u.kind, u.name, u.shak, u.ydernummer, u.ean::text AS ean,
            u.parent_sor_id::text AS parent_sor_id, u.hospital_sor_id::text AS hospital_sor_id,
            u.praksis_sor_id::text AS praksis_sor_id,
            (SELECT a FROM (SELECT u.street, u.postcode, u.city) a) AS address,
            u.phone, u.email, u.www, u.specialty_code, u.specialty_text,
            (u.valid_from AT TIME ZONE '{COPENHAGEN.key}')::date AS valid_from,
-           (u.valid_to AT TIME ZONE '{COPENHAGEN.key}')::date AS valid_to
+           (u.valid_to AT TIME ZONE '{COPENHAGEN.key}')::date AS valid_to,
+           u.datatype, u.sor_type, u.entity_type,
+           CASE WHEN u.organisational_level_code IS NOT NULL
+                  OR u.organisational_level_name IS NOT NULL
+                THEN json_build_object('code', u.organisational_level_code,
+                                       'name', u.organisational_level_name) END
+             AS organisational_level,
+           CASE WHEN u.health_institution_name IS NOT NULL
+                THEN json_build_object('sor_id', u.hospital_sor_id::text,
+                                       'name', u.health_institution_name) END
+             AS health_institution,
+           CASE WHEN u.institution_owner_sor_id IS NOT NULL
+                  OR u.institution_owner_name IS NOT NULL
+                THEN json_build_object('sor_id', u.institution_owner_sor_id::text,
+                                       'name', u.institution_owner_name,
+                                       'type', u.institution_owner_type,
+                                       'cvr', u.institution_owner_cvr) END
+             AS institution_owner,
+           u.specialities,
+           (SELECT array_agg(r::text) FROM unnest(u.replaced_by) r) AS replaced_by
   ) j
- WHERE u.shak = ANY(string_to_array(%(codes)s, ',')) AND {_VALID}
- GROUP BY u.shak
+ GROUP BY m.shak
 """
 
 
@@ -198,18 +266,11 @@ WITH RECURSIVE chain AS (
 SELECT {COLUMNS} FROM chain ORDER BY depth, valid_from NULLS FIRST, pid
 """
 
-# Children are found through the replica tables' parent-link indexes (the view's parent_sor_id
-# is a COALESCE that no plain index serves). Mirrors the view's parent_sor_id definition.
+# Children are found through sor.unit_link, whose branches each have an index on the parent
+# column (the view's parent_sor_id is a COALESCE that no plain index serves).
 CHILDREN = f"""
-SELECT u.sor_nummer FROM krs.sor_sygehusafdeling_v1 u
- WHERE u.overafdeling_sor_nummer = %(sor_id)s AND {_VALID}
-UNION
-SELECT u.sor_nummer FROM krs.sor_sygehusafdeling_v1 u
- WHERE u.underlagt_sygehus_sor_nummer = %(sor_id)s AND u.overafdeling_sor_nummer IS NULL
-   AND COALESCE(u.sygehus_sor_nummer, u.underlagt_sygehus_sor_nummer) = %(sor_id)s AND {_VALID}
-UNION
-SELECT u.sor_nummer FROM krs.sor_yder_v1 u
- WHERE u.praksis_sor_nummer = %(sor_id)s AND {_VALID}
+SELECT DISTINCT u.sor_id FROM sor.unit_link u
+ WHERE u.parent_sor_id = %(sor_id)s AND {_VALID}
 ORDER BY 1
 """
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from sorsync.config import Settings
 from sorsync.datatypes import Datatype
+from sorsync.db import views
 from sorsync.db.engine import make_engine
 from sorsync.db.locks import LockHeld
 from sorsync.logs import get_logger
@@ -104,15 +105,25 @@ def run_sync(
     on_progress: ProgressCallback | None = None,
 ) -> RunResult:
     """One run with the configured datatypes, page size and KRS. Raises LockHeld, SourceError."""
+    dts = list(datatypes or settings.datatypes)
+    mapping = settings.mapping
+    # Tables for datatypes nothing knows yet, and views for a changed mapping (a no-op when the
+    # database already has them).
+    views.ensure(engine, mapping, dts)
+    mapped = {m.key: m.elements for m in mapping.datatypes.values()}
     with krs_source(settings, krs_url) as source:
-        return sync(
+        result = sync(
             engine,
             source.client,
-            list(datatypes or settings.datatypes),
+            dts,
             kind=kind,
             page_size=settings.krs_page_size,
             on_progress=on_progress,
+            mapped_elements=mapped,
         )
+    # The views answer from SOR2 once it holds rows (and from v1 while it does not).
+    views.ensure(engine, mapping, dts)
+    return result
 
 
 def run_or_raise(

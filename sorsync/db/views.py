@@ -1,0 +1,528 @@
+"""The `sor` views and the SOR2 lookup indexes, built from the mapping (`sorsync.mapping`).
+
+Migrations own the tables; this module owns what is derived from the mapping, because an operator
+may change the mapping (SORSYNC_MAPPING_FILE) and that must never need a migration or a re-sync:
+
+* one typed view per mapped SOR2 datatype (`sor.sorentity`, `sor.shaksormap`,
+  `sor.sorreplacedentity`): every row, one column per mapped field, read from `record`;
+* `sor.unit` (every version of every unit), `sor.unit_current` and `sor.shak_map`, which answer
+  from SOR2 when its `sorentity` holds rows and from the five v1 tables otherwise;
+* expression indexes on the SOR2 tables for every lookup, named after what they index so that a
+  changed expression gets a new index and the stale one is dropped.
+
+`ensure(engine, mapping)` applies all of it in one transaction when the mapping's fingerprint (or
+this module's `VERSION`) differs from what `krs.mapping_state` records; readers see the old views
+or the new ones. Columns are only ever appended to `sor.unit`, so views that analysts built on it
+survive (CREATE OR REPLACE VIEW).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy import Engine
+
+from sorsync.datatypes import DATATYPES, Datatype, lookup
+from sorsync.db.locks import advisory_lock
+from sorsync.db.models import KRS_SCHEMA
+from sorsync.mapping import DatatypeMapping, Kind, SorMapping
+
+VERSION = 1  # bump when the SQL below changes, so every database rebuilds its views
+LOCK_NAME = "views"
+OPEN_END = "DATE '2999-01-01'"  # NSP writes 2999-12-31 (or 9999-12-31) for "no end"
+
+# Kinds of SOR2 units as sor.unit names them: the v1 kinds where the unit is of that kind, else
+# the SOR level in words.
+SOR2_KINDS = ("institutionsejer", "sundhedsinstitution", "organisationsenhed")
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _table(mapping: DatatypeMapping) -> str:
+    return f'{KRS_SCHEMA}."{lookup(mapping.key).table}"'
+
+
+def expression(mapping: DatatypeMapping, column: str, alias: str | None = "r") -> str:
+    """The SQL that reads mapped `column` from a row `alias` of the datatype's table (no alias:
+    as an index expression)."""
+    fld = mapping.field(column)
+    record = "record" if alias is None else f"{alias}.record"
+    raw = f"({record} ->> {_lit(fld.element)})"
+    if fld.kind is Kind.TEXT:
+        return f"NULLIF({raw}, '')"
+    return f"sor.as_{fld.kind.value}{raw}"
+
+
+def _current(mapping: DatatypeMapping, alias: str = "r") -> str:
+    """Rows still current in NSP's table (technical validity: ValidTo not passed)."""
+    valid_to = expression(mapping, "nsp_valid_to", alias)
+    return f"({valid_to} IS NULL OR {valid_to} >= {OPEN_END} OR {valid_to} > now())"
+
+
+def business_validity(from_date: str, to_date: str) -> tuple[str, str]:
+    """(valid_from, valid_to) as sor.unit holds them, from SQL giving FromDate and ToDate: the
+    Danish midnight starting FromDate, and the one after ToDate, which SOR2 gives as the last
+    valid day (inclusive; docs/sor2.md); NULL for an open end (no ToDate, or one in NSP's
+    far-future "no end" years)."""
+    return (
+        f"sor.day_start({from_date})",
+        f"CASE WHEN {to_date} IS NULL OR {to_date} >= {OPEN_END} THEN NULL"
+        f" ELSE sor.day_start({to_date} + 1) END",
+    )
+
+
+def typed_view(mapping: DatatypeMapping) -> str:
+    columns = ",\n       ".join(
+        f'{expression(mapping, f.column)} AS "{f.column}"' for f in mapping.fields
+    )
+    return (
+        f'CREATE VIEW sor."{mapping.view}" AS\n'
+        f"SELECT r.pid, r.modified_at, r.token, r.record_namespace,\n       {columns},\n"
+        f"       r.record\n  FROM {_table(mapping)} r"
+    )
+
+
+# --- sor.unit -----------------------------------------------------------------------------------
+
+V1_UNIT_COLUMNS = (
+    "sor_id, kind, name, shak, ydernummer, ean, parent_sor_id, hospital_sor_id, praksis_sor_id,"
+    " street, postcode, city, phone, email, www, specialty_code, specialty_text, valid_from,"
+    " valid_to, pid, modified_at"
+)
+# Appended to sor.unit for SOR2 (NULL in the v1 branches).
+SOR2_UNIT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("datatype", "text"),
+    ("sor_type", "text"),
+    ("entity_type", "text"),
+    ("organisational_level_code", "text"),
+    ("organisational_level_name", "text"),
+    ("health_institution_name", "text"),
+    ("institution_owner_sor_id", "bigint"),
+    ("institution_owner_name", "text"),
+    ("institution_owner_type", "text"),
+    ("institution_owner_cvr", "text"),
+    ("specialities", "jsonb"),
+    ("addresses", "jsonb"),
+    ("replaced_by", "bigint[]"),
+    ("nsp_valid_from", "timestamptz"),
+    ("nsp_valid_to", "timestamptz"),
+)
+
+_V1_BRANCHES = (
+    (
+        "sor/sygehus/v1",
+        "s",
+        "s.sor_nummer, 'sygehus'::text, s.navn, s.nummer, NULL::text, s.ean_lokationsnummer,"
+        " NULL::bigint, s.sor_nummer, NULL::bigint, s.vejnavn, s.postnummer, s.bynavn,"
+        " s.telefon, s.email, s.www, NULL::text, NULL::text",
+    ),
+    (
+        "sor/sygehusafdeling/v1",
+        "a",
+        "a.sor_nummer, 'sygehusafdeling'::text, a.navn, a.nummer, NULL::text,"
+        " a.ean_lokationsnummer,"
+        " COALESCE(a.overafdeling_sor_nummer, a.sygehus_sor_nummer,"
+        " a.underlagt_sygehus_sor_nummer),"
+        " COALESCE(a.underlagt_sygehus_sor_nummer, a.sygehus_sor_nummer), NULL::bigint,"
+        " a.vejnavn, a.postnummer, a.bynavn, a.telefon, a.email, a.www, a.hoved_speciale_kode,"
+        " a.hoved_speciale_tekst",
+    ),
+    (
+        "sor/praksis/v1",
+        "p",
+        "p.sor_nummer, 'praksis'::text, p.navn, NULL::text, NULL::text, p.ean_lokationsnummer,"
+        " NULL::bigint, NULL::bigint, p.sor_nummer, NULL::text, NULL::text, NULL::text,"
+        " NULL::text, NULL::text, NULL::text, NULL::text, NULL::text",
+    ),
+    (
+        "sor/yder/v1",
+        "y",
+        "y.sor_nummer, 'yder'::text, y.navn, NULL::text, y.nummer, y.ean_lokationsnummer,"
+        " y.praksis_sor_nummer, NULL::bigint, y.praksis_sor_nummer, y.vejnavn, y.postnummer,"
+        " y.bynavn, y.telefon, y.email, y.www, y.hoved_speciale_kode, y.hoved_speciale_tekst",
+    ),
+    (
+        "sor/apotek/v1",
+        "ap",
+        "ap.sor_nummer, 'apotek'::text, ap.navn, NULL::text, NULL::text, ap.ean_lokationsnummer,"
+        " NULL::bigint, NULL::bigint, NULL::bigint, ap.vejnavn, ap.postnummer, ap.bynavn,"
+        " ap.telefon, ap.email, ap.www, NULL::text, NULL::text",
+    ),
+)
+
+
+def _kind(e: str) -> str:
+    """A SOR2 unit's kind: hospital, department, practice, yder unit or pharmacy where the
+    health institution's type says so, else the level (SorType) in words."""
+    institution = f"lower(coalesce({e}.health_institution_type_name, {e}.entity_type_name, ''))"
+    return (
+        f"CASE WHEN {e}.sor_type = 'IE' THEN 'institutionsejer'"
+        f" WHEN {institution} ~ '(sygehus|hospital)'"
+        f" THEN CASE WHEN {e}.sor_type = 'SI' THEN 'sygehus' ELSE 'sygehusafdeling' END"
+        f" WHEN {institution} ~ 'apotek' THEN 'apotek'"
+        f" WHEN {institution} ~ 'praksis'"
+        f" THEN CASE WHEN {e}.sor_type = 'SI' THEN 'praksis'"
+        f" WHEN {e}.ydernummer IS NOT NULL THEN 'yder' ELSE 'organisationsenhed' END"
+        f" WHEN {e}.sor_type = 'SI' THEN 'sundhedsinstitution'"
+        " ELSE 'organisationsenhed' END"
+    )
+
+
+def _addresses(e: str) -> str:
+    from sorsync.mapping import ADDRESS_PARTS, ADDRESS_PREFIXES
+
+    parts = []
+    for address in ADDRESS_PREFIXES:
+        fields = ", ".join(
+            f"{_lit(column)}, {e}.{address}_{column}" for column, _, _ in ADDRESS_PARTS
+        )
+        parts.append(
+            f"{_lit(address)}, NULLIF(jsonb_strip_nulls(jsonb_build_object({fields})),"
+            " '{}'::jsonb)"
+        )
+    return f"NULLIF(jsonb_strip_nulls(jsonb_build_object({', '.join(parts)})), '{{}}'::jsonb)"
+
+
+def _specialities(e: str) -> str:
+    from sorsync.mapping import SPECIALITIES
+
+    rows = ", ".join(
+        f"({n}, {e}.speciality_{n}_code, {e}.speciality_{n}_name)"
+        for n in range(1, SPECIALITIES + 1)
+    )
+    return (
+        "(SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('code', s.code, 'name', s.name))"
+        f" ORDER BY s.n) FROM (VALUES {rows}) s(n, code, name)"
+        " WHERE s.code IS NOT NULL OR s.name IS NOT NULL)"
+    )
+
+
+def sor2_unit_branch(mapping: SorMapping) -> str:
+    """The SOR2 units as rows of sor.unit (technically current rows only)."""
+    ent = mapping.role("sorentity")
+    replaced = mapping.role("sorreplacedentity")
+    typed = ", ".join(f'{expression(ent, f.column)} AS "{f.column}"' for f in ent.fields)
+    inner = f"SELECT r.pid, r.modified_at, {typed} FROM {_table(ent)} r WHERE {_current(ent)}"
+    replaced_by = (
+        f"ARRAY(SELECT DISTINCT {expression(replaced, 'replaced_by_sor_id', 'x')}"
+        f" FROM {_table(replaced)} x"
+        f" WHERE {expression(replaced, 'sor_id', 'x')} = e.sor_id AND {_current(replaced, 'x')}"
+        f" AND {expression(replaced, 'replaced_by_sor_id', 'x')} IS NOT NULL ORDER BY 1)"
+    )
+    kind = _kind("e")
+    valid_from, valid_to = business_validity("e.from_date", "e.to_date")
+    return (
+        "SELECT e.sor_id, k.kind, e.entity_name, e.shak, e.ydernummer, e.ean,"
+        " COALESCE(e.parent_sor_id, CASE e.sor_type WHEN 'OE' THEN e.health_institution_sor_id"
+        " WHEN 'SI' THEN e.institution_owner_sor_id END),"
+        " CASE WHEN k.kind IN ('sygehus', 'sygehusafdeling')"
+        " THEN COALESCE(e.health_institution_sor_id, e.sor_id) END,"
+        " CASE WHEN k.kind IN ('praksis', 'yder')"
+        " THEN COALESCE(e.health_institution_sor_id, e.sor_id) END,"
+        " NULLIF(concat_ws(' ', e.postal_street_name, e.postal_street_building_id), ''),"
+        " e.postal_postcode, e.postal_district_name, e.phone, e.email, e.website,"
+        " e.speciality_1_code, e.speciality_1_name,"
+        f" {valid_from}, {valid_to},"
+        " e.pid, e.modified_at,"
+        f" {_lit(ent.key)}::text, e.sor_type, e.entity_type_name,"
+        " e.organisational_level_code, e.organisational_level_name,"
+        " e.health_institution_name, e.institution_owner_sor_id, e.institution_owner_name,"
+        " e.institution_owner_type_name, e.institution_owner_cvr,"
+        f" {_specialities('e')}, {_addresses('e')}, {replaced_by},"
+        " e.nsp_valid_from,"
+        f" CASE WHEN e.nsp_valid_to >= {OPEN_END} THEN NULL ELSE e.nsp_valid_to END"
+        f" FROM ({inner}) e CROSS JOIN LATERAL (SELECT {kind} AS kind) k"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Which replica the views answer from, decided by what holds rows: SOR2's sorentity, else
+    the five v1 views; SOR2's shaksormap for SHAK codes, else the units' own. Decided when the
+    views are built (each sync checks), not per query: a view that chose per query (NOT EXISTS
+    in each branch) kept PostgreSQL from using the lookup indexes in joins."""
+
+    sor2_units: bool
+    shak_from_map: bool
+
+    @property
+    def label(self) -> str:
+        units = "sor2" if self.sor2_units else "v1"
+        return f"{units}+map" if self.shak_from_map else units
+
+
+def unit_view(mapping: SorMapping, sources: Sources) -> str:
+    nulls = ", ".join(f"NULL::{sql_type}" for _, sql_type in SOR2_UNIT_COLUMNS[1:])
+    branches = [
+        f"SELECT {columns}, {alias}.valid_from, {alias}.valid_to, {alias}.pid,"
+        f" {alias}.modified_at, {_lit(key)}::text, {nulls}"
+        f' FROM {KRS_SCHEMA}."{DATATYPES[key].table}" {alias}'
+        for key, alias, columns in _V1_BRANCHES
+    ]
+    if sources.sor2_units:
+        branches = [sor2_unit_branch(mapping)]
+    names = V1_UNIT_COLUMNS + ", " + ", ".join(name for name, _ in SOR2_UNIT_COLUMNS)
+    body = "\nUNION ALL\n".join(branches)
+    # A UNION takes its column names from its first branch; naming them on the whole is simpler.
+    return f"CREATE OR REPLACE VIEW sor.unit ({names}) AS\n{body}"
+
+
+def unit_link_view(mapping: SorMapping, sources: Sources) -> str:
+    """Child → parent links as sor.unit's parent_sor_id defines them, one branch per way a
+    parent is written down, so that "the children of X" is an index scan in every branch."""
+    head = "CREATE OR REPLACE VIEW sor.unit_link (sor_id, parent_sor_id, valid_from, valid_to) AS"
+    if not sources.sor2_units:
+        return f"""{head}
+SELECT a.sor_nummer, a.overafdeling_sor_nummer, a.valid_from, a.valid_to
+  FROM krs.sor_sygehusafdeling_v1 a
+UNION ALL
+SELECT a.sor_nummer, a.underlagt_sygehus_sor_nummer, a.valid_from, a.valid_to
+  FROM krs.sor_sygehusafdeling_v1 a
+ WHERE a.overafdeling_sor_nummer IS NULL
+   AND COALESCE(a.sygehus_sor_nummer, a.underlagt_sygehus_sor_nummer)
+       = a.underlagt_sygehus_sor_nummer
+UNION ALL
+SELECT y.sor_nummer, y.praksis_sor_nummer, y.valid_from, y.valid_to FROM krs.sor_yder_v1 y
+"""
+    ent = mapping.role("sorentity")
+    ent_valid = ", ".join(
+        business_validity(expression(ent, "from_date"), expression(ent, "to_date"))
+    )
+    sor_id, parent = expression(ent, "sor_id"), expression(ent, "parent_sor_id")
+    sor_type = expression(ent, "sor_type")
+    return f"""{head}
+SELECT {sor_id}, {parent}, {ent_valid} FROM {_table(ent)} r WHERE {_current(ent)}
+UNION ALL
+SELECT {sor_id}, {expression(ent, "health_institution_sor_id")}, {ent_valid}
+  FROM {_table(ent)} r WHERE {parent} IS NULL AND {sor_type} = 'OE' AND {_current(ent)}
+UNION ALL
+SELECT {sor_id}, {expression(ent, "institution_owner_sor_id")}, {ent_valid}
+  FROM {_table(ent)} r WHERE {parent} IS NULL AND {sor_type} = 'SI' AND {_current(ent)}
+"""
+
+
+UNIT_CURRENT = """
+CREATE OR REPLACE VIEW sor.unit_current AS
+SELECT * FROM sor.unit
+ WHERE (valid_from IS NULL OR valid_from <= now())
+   AND (valid_to IS NULL OR now() < valid_to)
+"""
+
+
+def shak_map_view(mapping: SorMapping, sources: Sources) -> str:
+    """SHAK → SOR: from shaksormap where it holds rows, else from the units' own SHAK codes."""
+    if not sources.shak_from_map:
+        return """
+CREATE OR REPLACE VIEW sor.shak_map AS
+SELECT shak, sor_id, kind, valid_from, valid_to FROM sor.unit WHERE shak IS NOT NULL
+"""
+    m = mapping.role("shaksormap")
+    valid_from, valid_to = business_validity(expression(m, "from_date"), expression(m, "to_date"))
+    return f"""
+CREATE OR REPLACE VIEW sor.shak_map AS
+SELECT m.shak, m.sor_id, (SELECT u.kind FROM sor.unit u WHERE u.sor_id = m.sor_id
+                           ORDER BY u.valid_from DESC NULLS LAST LIMIT 1) AS kind,
+       m.valid_from, m.valid_to
+  FROM (SELECT {expression(m, "shak")} AS shak, {expression(m, "sor_id")} AS sor_id,
+               {valid_from} AS valid_from, {valid_to} AS valid_to
+          FROM {_table(m)} r WHERE {_current(m)}) m
+ WHERE m.shak IS NOT NULL AND m.sor_id IS NOT NULL
+"""
+
+
+# --- indexes ------------------------------------------------------------------------------------
+
+# (role, column, method): the lookups' indexes on the SOR2 tables.
+INDEXED: tuple[tuple[str, str, str], ...] = (
+    ("sorentity", "sor_id", "btree"),
+    ("sorentity", "shak", "btree"),
+    ("sorentity", "ean", "btree"),
+    ("sorentity", "ydernummer", "btree"),
+    ("sorentity", "parent_sor_id", "btree"),
+    ("sorentity", "health_institution_sor_id", "btree"),
+    ("sorentity", "institution_owner_sor_id", "btree"),
+    ("sorentity", "entity_name", "gin"),
+    ("shaksormap", "shak", "btree"),
+    ("shaksormap", "sor_id", "btree"),
+    ("sorreplacedentity", "sor_id", "btree"),
+)
+
+
+def index_statements(mapping: SorMapping) -> dict[str, tuple[str, str]]:
+    """Index name → (table, CREATE INDEX statement) for the mapping's lookup indexes."""
+    out: dict[str, tuple[str, str]] = {}
+    for role, column, method in INDEXED:
+        dm = mapping.role(role)
+        table = lookup(dm.key).table
+        expr = expression(dm, column, None)
+        digest = hashlib.sha1(expr.encode(), usedforsecurity=False).hexdigest()[:8]
+        name = f"ixm_{table}_{column}"[:54] + f"_{digest}"
+        ops = " gin_trgm_ops" if method == "gin" else ""
+        out[name] = (
+            table,
+            f'CREATE INDEX IF NOT EXISTS "{name}" ON {_table(dm)} USING {method} (({expr}){ops})',
+        )
+    return out
+
+
+# --- applying -----------------------------------------------------------------------------------
+
+
+def document_table(dt: Datatype) -> str:
+    return (
+        f'CREATE TABLE IF NOT EXISTS {KRS_SCHEMA}."{dt.table}" ('
+        "pid bigint NOT NULL, modified_at timestamptz NOT NULL, token text NOT NULL,"
+        f' record_namespace text, record jsonb NOT NULL, CONSTRAINT "pk_{dt.table}"'
+        " PRIMARY KEY (pid))"
+    )
+
+
+def fingerprint(mapping: SorMapping, sources: Sources) -> str:
+    return f"{VERSION}:{mapping.fingerprint()}:{sources.label}"
+
+
+def statements(
+    mapping: SorMapping, sources: Sources, datatypes: Iterable[Datatype] = ()
+) -> list[str]:
+    """Everything `ensure` runs, in order (without the index clean-up, which needs the
+    database)."""
+    documents = {m.key: lookup(m.key) for m in mapping.datatypes.values()}
+    documents.update({dt.key: dt for dt in datatypes if dt.is_document})
+    out = [document_table(dt) for dt in documents.values()]
+    out += [
+        "CREATE SCHEMA IF NOT EXISTS sor",
+        *(f'DROP VIEW IF EXISTS sor."{m.view}"' for m in mapping.datatypes.values()),
+        *(typed_view(m) for m in mapping.datatypes.values()),
+        unit_view(mapping, sources),
+        unit_link_view(mapping, sources),
+        UNIT_CURRENT,
+        shak_map_view(mapping, sources),
+    ]
+    out += [statement for _, statement in index_statements(mapping).values()]
+    out += _comments(mapping)
+    return out
+
+
+def _comments(mapping: SorMapping) -> list[str]:
+    out = []
+    for m in mapping.datatypes.values():
+        out.append(
+            f'COMMENT ON VIEW sor."{m.view}" IS '
+            + _lit(
+                f"SOR2 {m.key} ({m.doc}): every row NSP delivered, typed by the mapping; "
+                "column record holds the whole record, unmapped fields included."
+            )
+        )
+        for f in m.fields:
+            sure = {"C": "confirmed", "I": "inferred", "U": "a guess"}[f.confidence]
+            text = f"{f.element} ({f.kind.value}; element name {sure})" + (
+                f": {f.doc}" if f.doc else ""
+            )
+            out.append(f'COMMENT ON COLUMN sor."{m.view}"."{f.column}" IS {_lit(text)}')
+    for name, _ in SOR2_UNIT_COLUMNS:
+        text = _UNIT_COMMENTS.get(name, "SOR2 only (NULL for units from the v1 views).")
+        for view in ("unit", "unit_current"):
+            out.append(f'COMMENT ON COLUMN sor."{view}"."{name}" IS {_lit(text)}')
+    return out
+
+
+_UNIT_COMMENTS = {
+    "datatype": "The KRS datatype the row comes from (sor/v2/sorentity/v1 or a v1 view).",
+    "sor_type": "SOR2: IE institution owner, SI health institution, OE organisational unit.",
+    "entity_type": "SOR2: the unit's type in words (EntityTypeName).",
+    "specialities": "SOR2: up to eight specialities in priority order, [{code, name}].",
+    "addresses": "SOR2: postal, visiting and activity addresses with ETRS89 / UTM zone 32 "
+    "coordinates (etrs89_e, etrs89_n; EPSG:25832).",
+    "replaced_by": "SOR2: the SOR ids of the units that replaced this one (sorreplacedentity).",
+    "nsp_valid_from": "SOR2: when NSP's row became current (technical validity).",
+    "nsp_valid_to": "SOR2: when NSP's row stopped being current; NULL = still current.",
+}
+
+
+def ensure(
+    engine: Engine,
+    mapping: SorMapping,
+    datatypes: Iterable[Datatype] = (),
+    *,
+    force: bool = False,
+) -> bool:
+    """Build the views and indexes of `mapping` (and tables for `datatypes` stored as
+    documents) unless the database already has them; True when something was applied."""
+    dts = list(datatypes)
+    extra_tables = [dt for dt in dts if dt.is_document]
+    raw = engine.raw_connection()
+    try:
+        pg: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+        pg.rollback()
+        pg.autocommit = True
+        sources = Sources(
+            sor2_units=_has_rows(pg, lookup(mapping.role("sorentity").key).table),
+            shak_from_map=_has_rows(pg, lookup(mapping.role("shaksormap").key).table),
+        )
+        wanted = fingerprint(mapping, sources)
+        applied = pg.execute("SELECT fingerprint FROM krs.mapping_state WHERE id = 1").fetchone()
+        missing = [dt.table for dt in extra_tables if not _table_exists(pg, dt.table)]
+        if not force and applied is not None and applied[0] == wanted and not missing:
+            return False
+        with advisory_lock(engine, LOCK_NAME), pg.transaction():
+            pg.execute("SET LOCAL lock_timeout = '60s'")
+            for statement in statements(mapping, sources, dts):
+                pg.execute(statement)
+            _drop_stale_indexes(pg, mapping)
+            pg.execute(
+                "INSERT INTO krs.mapping_state (id, fingerprint, applied_at, definition)"
+                " VALUES (1, %s, now(), %s) ON CONFLICT (id) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, applied_at = excluded.applied_at,"
+                " definition = excluded.definition",
+                (wanted, Jsonb(describe(mapping))),
+            )
+        return True
+    finally:
+        raw.close()
+
+
+def _table_exists(pg: psycopg.Connection[Any], table: str) -> bool:
+    row = pg.execute("SELECT to_regclass(%s)", (f'{KRS_SCHEMA}."{table}"',)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def _has_rows(pg: psycopg.Connection[Any], table: str) -> bool:
+    if not _table_exists(pg, table):
+        return False
+    row = pg.execute(f'SELECT EXISTS (SELECT 1 FROM {KRS_SCHEMA}."{table}")').fetchone()
+    return bool(row and row[0])
+
+
+def _drop_stale_indexes(pg: psycopg.Connection[Any], mapping: SorMapping) -> None:
+    wanted = index_statements(mapping)
+    tables = {table for table, _ in wanted.values()}
+    rows = pg.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = ANY(%s)"
+        " AND indexname LIKE 'ixm\\_%%'",
+        (KRS_SCHEMA, sorted(tables)),
+    ).fetchall()
+    for (name,) in rows:
+        if name not in wanted:
+            pg.execute(f'DROP INDEX {KRS_SCHEMA}."{name}"')
+
+
+def describe(mapping: SorMapping) -> dict[str, Any]:
+    """The mapping as JSON (stored with the views; shown by `sorsync krs describe`)."""
+    return {
+        m.role: {
+            "datatype": m.key,
+            "view": f"sor.{m.view}",
+            "fields": {
+                f.column: {"element": f.element, "type": f.kind.value, "confidence": f.confidence}
+                for f in m.fields
+            },
+        }
+        for m in mapping.datatypes.values()
+    }
