@@ -201,6 +201,14 @@ class DatatypeStatusOut(BaseModel):
     last_success_at: dt.datetime | None
     rows: int
     last_error: str | None
+    record_namespace: str | None = Field(
+        default=None, description="SOR2: the namespace of the records last received."
+    )
+    field_drift: dict[str, list[str]] | None = Field(
+        default=None,
+        description="SOR2: fields of the last sync with records that differ from the mapping"
+        " (mapped_not_seen, seen_not_mapped); null when nothing was compared.",
+    )
 
 
 class RunOut(BaseModel):

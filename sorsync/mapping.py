@@ -25,7 +25,6 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,7 +70,7 @@ class DatatypeMapping:
                 return fld
         raise KeyError(f"{self.role} has no mapped column {column!r}")
 
-    @cached_property
+    @property
     def elements(self) -> frozenset[str]:
         return frozenset(f.element for f in self.fields)
 

@@ -81,6 +81,14 @@ ROWS = Counter(
     ["datatype", "op"],
     registry=REGISTRY,
 )
+DRIFT = Gauge(
+    "sorsync_feed_field_drift",
+    "Fields of a document datatype (SOR2) that differ from the mapping in the last sync that"
+    " received records: 'missing' = mapped but not seen, 'unmapped' = seen but not mapped (alert"
+    " on missing > 0: a view column is empty; compare with `sorsync krs describe`).",
+    ["datatype", "kind"],
+    registry=REGISTRY,
+)
 LAST_SUCCESS = Gauge(
     "sorsync_sync_last_success_timestamp_seconds",
     "Unix time of the last successful sync of a datatype (alert when older than 2 × the delta"
@@ -232,6 +240,9 @@ def _record(result: RunResult) -> None:
             ROWS.labels(d.key, op).inc(n)
         if d.status == "ok":
             LAST_SUCCESS.labels(d.key).set(now)
+        if d.drift is not None:
+            DRIFT.labels(d.key, "missing").set(len(d.drift.missing))
+            DRIFT.labels(d.key, "unmapped").set(len(d.drift.unmapped))
         if d.status == "ok" and d.records == 0 and result.kind == "delta":
             continue  # the usual quiet delta: the run's own line says enough
         _log().info(

@@ -8,6 +8,7 @@ from sorsync.cli import (  # noqa: F401 - registers commands
     db,
     generate,
     grants,
+    krs,
     run,
     scheduler,
     serve,

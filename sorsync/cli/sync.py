@@ -14,7 +14,7 @@ import typer
 from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, app
 from sorsync.cli.common import fail, migrated_engine
 from sorsync.config import ConfigError, Settings, get_settings
-from sorsync.datatypes import DATATYPES, Datatype
+from sorsync.datatypes import Datatype, KeyFormatError, lookup
 from sorsync.logs import configure
 
 if TYPE_CHECKING:
@@ -37,12 +37,10 @@ def _settings() -> Settings:
 def _datatypes(settings: Settings, keys: list[str] | None) -> list[Datatype]:
     if not keys:
         return list(settings.datatypes)
-    unknown = [k for k in keys if k not in DATATYPES]
-    if unknown:
-        raise fail(
-            f"unknown datatype {', '.join(unknown)}; known: {', '.join(DATATYPES)}", EXIT_CONFIG
-        )
-    return [DATATYPES[k] for k in dict.fromkeys(keys)]
+    try:
+        return list(dict.fromkeys(lookup(k) for k in keys))
+    except KeyFormatError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
 
 
 class _Progress:
@@ -129,6 +127,11 @@ def _summary(result: Any, source: str) -> str:
             lines.append(
                 f"  {'':<24} unknown elements kept in column extra: "
                 + ", ".join(d.unknown_elements)
+            )
+        if d.drift is not None and d.drift.differs:
+            lines.append(
+                f"  {'':<24} fields differ from the mapping ({d.drift.summary()}); every field"
+                " is kept in column record — see `sorsync krs describe`"
             )
     return "\n".join(lines)
 
@@ -243,12 +246,19 @@ def status_command(
     ]
     if report.data_age_seconds is None:
         lines[0] += " — run `sorsync sync` (or `sorsync sync --full`)"
-    lines.append(f"{'datatype':<24} {'rows':>9}  {'last success':<25} {'token':<21} last error")
+    lines.append(f"{'datatype':<28} {'rows':>9}  {'last success':<25} {'token':<21} last error")
     for d in report.datatypes:
         success = d.last_success_at.isoformat(timespec="seconds") if d.last_success_at else "-"
         lines.append(
-            f"{d.key:<24} {d.rows:>9}  {success:<25} {d.token or '-':<21} {d.last_error or '-'}"
+            f"{d.key:<28} {d.rows:>9}  {success:<25} {d.token or '-':<21} {d.last_error or '-'}"
         )
+        drift = d.drift or {}
+        for label, key in (
+            ("mapped, not seen", "mapped_not_seen"),
+            ("not mapped", "seen_not_mapped"),
+        ):
+            if drift.get(key):
+                lines.append(f"{'':<28} fields {label}: {', '.join(drift[key][:10])}")
     if report.last_run is not None:
         run = report.last_run
         lines.append(

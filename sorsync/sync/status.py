@@ -24,6 +24,10 @@ class DatatypeStatus:
     last_success_at: datetime | None  # when a run last reached the end of the feed
     rows: int  # rows in the replica table
     last_error: str | None  # of the latest failed attempt; cleared by the next success
+    # Document datatypes (SOR2): the record namespace last seen, and how the fields of the last
+    # sync with records differed from the mapping ({"mapped_not_seen": [...], ...}).
+    record_namespace: str | None = None
+    drift: dict[str, list[str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +37,8 @@ class DatatypeStatus:
             "last_success_at": _iso(self.last_success_at),
             "rows": self.rows,
             "last_error": self.last_error,
+            "record_namespace": self.record_namespace,
+            "field_drift": self.drift,
         }
 
 
@@ -147,6 +153,8 @@ def status(engine: Engine, settings: Settings) -> StatusReport:
                 last_success_at=st.last_success_at if st else None,
                 rows=rows.get(i, 0),
                 last_error=st.last_error if st else None,
+                record_namespace=st.record_namespace if st else None,
+                drift=st.drift if st else None,
             )
         )
     successes = [d.last_success_at for d in items]
