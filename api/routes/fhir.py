@@ -18,6 +18,7 @@ from api.caching import cached_lookup
 from api.deps import app_state
 from api.problems import FHIR_JSON, ProblemError, identifier_problem
 from api.routes.common import problem_responses
+from api.schemas import addresses_json
 from sorsync import identifiers, lookup
 from sorsync.lookup import Unit
 
@@ -36,7 +37,19 @@ KIND_DISPLAY = {
     "praksis": "Praksis",
     "yder": "Yder",
     "apotek": "Apotek",
+    "institutionsejer": "Institutionsejer",
+    "sundhedsinstitution": "Sundhedsinstitution",
+    "organisationsenhed": "Organisationsenhed",
 }
+# SOR2 facts, under NamingSystems / CodeSystems of ours (neither DK Core nor HL7 Denmark defines
+# systems for SOR's level, organisational level or SNOMED speciality list of a unit).
+SOR_TYPE_SYSTEM = "https://sorsync.dev/fhir/CodeSystem/sor-type"
+ORG_LEVEL_SYSTEM = "https://sorsync.dev/fhir/CodeSystem/sor-organisational-level"
+SNOMED = "http://snomed.info/sct"
+CVR_SYSTEM = "urn:oid:2.16.208.1.1"  # Danish CVR numbers, as DK Core's Organization uses
+GEOLOCATION = "http://hl7.org/fhir/StructureDefinition/geolocation"
+ADDRESS_USE = {"postal": "work", "visiting": "work", "activity": "work"}
+ADDRESS_TYPE = {"postal": "postal", "visiting": "physical", "activity": "physical"}
 
 _FHIR_OBJECT = {
     "type": "object",
@@ -97,11 +110,65 @@ def organization(u: Unit, *, active: bool) -> dict[str, Any]:
         address["city"] = city
     if postcode := _text(u.postcode):
         address["postalCode"] = postcode
-    if address:
+    if u.addresses:
+        org["address"] = _sor2_addresses(u.addresses)
+    elif address:
         org["address"] = [{"use": "work", **address, "country": "DK"}]
     if u.parent_sor_id is not None:
         org["partOf"] = {"reference": f"Organization/{u.parent_sor_id}"}
+    if u.sor_type is not None:
+        _add_sor2(org, u)
     return org
+
+
+def _add_sor2(org: dict[str, Any], u: Unit) -> None:
+    """What SOR2 adds: SOR level, organisational level and specialities as types, the owner's
+    CVR as an identifier."""
+    types: list[dict[str, Any]] = org["type"]
+    if sor_type := _text(u.sor_type):
+        coding = {"system": SOR_TYPE_SYSTEM, "code": sor_type}
+        if entity := _text(u.entity_type):
+            coding["display"] = entity
+        types.append({"coding": [coding]})
+    if code := _text(u.organisational_level_code):
+        coding = {"system": ORG_LEVEL_SYSTEM, "code": code}
+        if name := _text(u.organisational_level_name):
+            coding["display"] = name
+        types.append({"coding": [coding]})
+    for speciality in u.specialities or []:
+        if code := _text(speciality.get("code")):
+            coding = {"system": SNOMED, "code": code}
+            if name := _text(speciality.get("name")):
+                coding["display"] = name
+            types.append({"coding": [coding]})
+    if u.sor_type == "IE" and (cvr := _text(u.institution_owner_cvr)):
+        org["identifier"].append({"system": CVR_SYSTEM, "value": cvr})
+
+
+def _sor2_addresses(addresses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for which, parts in addresses_json(addresses).items():
+        line = " ".join(p for p in (parts.get("street_name"), parts.get("street_building_id")) if p)
+        address: dict[str, Any] = {"use": ADDRESS_USE[which], "type": ADDRESS_TYPE[which]}
+        if line:
+            address["line"] = [line]
+        if city := _text(parts.get("district_name")):
+            address["city"] = city
+        if postcode := _text(parts.get("postcode")):
+            address["postalCode"] = postcode
+        address["country"] = "DK"
+        if (where := parts.get("coordinates")) is not None:
+            address["extension"] = [
+                {
+                    "url": GEOLOCATION,
+                    "extension": [
+                        {"url": "latitude", "valueDecimal": where["lat"]},
+                        {"url": "longitude", "valueDecimal": where["lon"]},
+                    ],
+                }
+            ]
+        out.append(address)
+    return out
 
 
 def _current_or_latest(conn: Any, sor_id: int) -> tuple[Unit, bool] | None:
