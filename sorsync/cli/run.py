@@ -305,6 +305,8 @@ def _main(settings: Settings, supervisor: Supervisor) -> int:
         assert settings.krs_url is not None
         krs_url = settings.krs_url
     env["SORSYNC_KRS_URL"] = krs_url
+    # The children see a KRS URL, which alone would mean "SOR2 only": keep the demo's set.
+    env["SORSYNC_KRS_DATATYPES"] = ",".join(settings.datatype_keys)
 
     _first_sync(url, krs_url, settings)
 

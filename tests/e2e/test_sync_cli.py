@@ -153,9 +153,9 @@ def test_configuration_problems_exit_2(
     database_url: str, empty_database_url: str, tmp_path: Path
 ) -> None:
     env = cli_env(database_url, "http://127.0.0.1:9/unused")
-    unknown = sorsync(["sync", "--datatype", "sor/nope/v1"], env, tmp_path)
+    unknown = sorsync(["sync", "--datatype", "sor/Nope"], env, tmp_path)
     assert unknown.returncode == 2
-    assert "unknown datatype sor/nope/v1" in unknown.stderr
+    assert "'sor/Nope' is not a KRS datatype key" in unknown.stderr
 
     bad = sorsync(["sync"], {**env, "SORSYNC_KRS_PAGE_SIZE": "0"}, tmp_path)
     assert bad.returncode == 2

@@ -19,6 +19,7 @@ import uvicorn
 from sqlalchemy import Engine, text
 
 from api.app import create_app
+from sorsync.datatypes import V1_DATATYPES
 from sorsync.db import migrate
 from sorsync.db.engine import make_engine
 from sorsync.simulator.generator import SnapshotModel, evolve, generate, write_sortree
@@ -98,6 +99,8 @@ def cli_env(database_url: str, krs_url: str, **extra: str) -> dict[str, str]:
     """The environment of a `sorsync` child: only our settings, nothing inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SORSYNC_")}
     env.update(SORSYNC_DATABASE_URL=database_url, SORSYNC_KRS_URL=krs_url, SORSYNC_KRS_TIMEOUT="10")
+    # The v1 views unless a test names others (a configured KRS defaults to SOR2).
+    env.update(SORSYNC_KRS_DATATYPES=",".join(V1_DATATYPES))
     env.update(extra)
     return env
 
