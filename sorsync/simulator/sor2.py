@@ -424,8 +424,13 @@ def apply_sor2(
             current = max(live, key=lambda r: (r.values["FromDate"], r.pid), default=None)
             if current is not None:
                 end = current.values.get("ToDate")
-                if end is None or (isinstance(end, date) and end >= last_day):
-                    # the same mapping goes on: it keeps its FromDate
+                # the same mapping goes on unless it was ended before this snapshot (and the
+                # unit's own ToDate is not what ended it)
+                if (
+                    end is None
+                    or end == new.get("ToDate")
+                    or (isinstance(end, date) and end >= last_day)
+                ):
                     merged = {**new, "FromDate": current.values["FromDate"]}
                     if _content(current.values) == _content(merged):
                         c.unchanged += 1
@@ -614,9 +619,12 @@ class RecordShape:
                 raise ShapeError(f"{name}: rename and add are objects (old: new, name: value)")
             if not isinstance(drops, list):
                 raise ShapeError(f"{name}: drop is a list of element names")
-            rename[key] = {str(k): str(v) for k, v in renames.items()}
-            drop[key] = frozenset(str(d) for d in drops)
-            add[key] = tuple((str(k), str(v)) for k, v in adds.items())
+            if renames:
+                rename[key] = {str(k): str(v) for k, v in renames.items()}
+            if drops:
+                drop[key] = frozenset(str(d) for d in drops)
+            if adds:
+                add[key] = tuple((str(k), str(v)) for k, v in adds.items())
         return cls(
             namespace=str(data.get("namespace") or SOR_NAMESPACE),
             dates=data.get("dates") or "mixed",
