@@ -77,6 +77,51 @@ def simulator(
             " signed, for these CVRs (repeatable), each allowed every served datatype.",
         ),
     ] = None,
+    sor2: Annotated[
+        bool,
+        typer.Option(
+            "--sor2/--no-sor2",
+            help="Also serve the SOR2 datatypes (sor/v2/sorentity|shaksormap|sorreplacedentity/v1)"
+            " from the same snapshots; --no-sor2 serves the five v1 views only (less memory).",
+        ),
+    ] = True,
+    v2_namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--v2-namespace", metavar="URI", help="Record namespace of the SOR2 datatypes."
+        ),
+    ] = None,
+    v2_dates: Annotated[
+        str | None,
+        typer.Option(
+            "--v2-dates",
+            metavar="STYLE",
+            help="SOR2 FromDate/ToDate…: mixed (default: ISO dates, every 5th row date-times"
+            " with an offset), date or datetime.",
+        ),
+    ] = None,
+    rename: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rename",
+            metavar="DATATYPE:OLD=NEW",
+            help="Render a SOR2 element under another name, e.g. sorentity:EntityName=Name.",
+        ),
+    ] = None,
+    drop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--drop", metavar="DATATYPE:NAME", help="Leave a SOR2 element out (sorentity:LocalCode)"
+        ),
+    ] = None,
+    add: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--add",
+            metavar="DATATYPE:NAME=VALUE",
+            help="Add an element with a fixed value to every record (sorentity:NewField=x).",
+        ),
+    ] = None,
 ) -> None:
     """Run a local stand-in for NSP's KopiRegisterService (KRS) serving SOR data.
 
@@ -91,11 +136,21 @@ def simulator(
         typer.echo("use either --snapshot or --generate, not both", err=True)
         raise typer.Exit(EXIT_CONFIG)
 
+    from sorsync.datatypes import DATATYPES
     from sorsync.simulator.importer import load_snapshot
     from sorsync.simulator.server import serve
-    from sorsync.simulator.store import Store
+    from sorsync.simulator.sor2 import RecordShape, ShapeError
+    from sorsync.simulator.store import SERVED, Store
 
-    store = Store()
+    try:
+        shape = RecordShape.from_options(
+            namespace=v2_namespace, dates=v2_dates, rename=rename or (), drop=drop or (),
+            add=add or (),
+        )  # fmt: skip
+    except ShapeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    store = Store(SERVED if sor2 else DATATYPES, shape=shape)
     sources: list[tuple[str, Path | BinaryIO]]
     if snapshot:
         sources = [(str(path), path) for path in snapshot]

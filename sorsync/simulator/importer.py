@@ -24,6 +24,7 @@ from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 from sorsync.datatypes import APOTEK, PRAKSIS, SYGEHUS, SYGEHUSAFDELING, YDER, Datatype
+from sorsync.simulator.sor2 import SOR2, Sor2Collector, Sor2Records, apply_sor2
 from sorsync.simulator.sortree import (
     GENERAL_PRACTICE,
     HOSPITAL,
@@ -559,8 +560,10 @@ def import_records(
     stats: MappingStats,
     *,
     at: datetime | None = None,
+    sor2: Sor2Records | None = None,
 ) -> ImportReport:
-    """Apply one snapshot's mapped records as one NSP import run (one ModifiedDate)."""
+    """Apply one snapshot's mapped records as one NSP import run (one ModifiedDate); with
+    `sor2`, the SOR2 records of the same snapshot in the same run."""
     snapshot_start = local_midnight(header.snapshot_date)
     with store.import_run(at) as modified:
         report = ImportReport(
@@ -597,6 +600,12 @@ def import_records(
                 closing = close_missing(table.versions(key), snapshot_start)
                 if closing:
                     counts.closed += apply_actions(table, key, closing, modified)[1]
+        if sor2 is not None:
+            written = apply_sor2(
+                store, sor2, header.snapshot_date, modified, end_of_time=END_OF_TIME, zone=TZ
+            )
+            for key, c in written.items():
+                report.counts[key] = Counts(c.records, c.inserted, c.updated, c.closed, c.unchanged)
         return report
 
 
@@ -628,13 +637,20 @@ def load_snapshot(
     """
     stats = MappingStats()
     records: dict[str, list[dict[str, object] | None]] = {}
+    # One pass over the tree feeds both: the v1 mapping and, when the store serves SOR2, the
+    # SOR2 records (sor2.py).
+    collector = Sor2Collector() if any(key in store.tables for key in SOR2) else None
     with SorTreeReader(source) as tree:
         header = tree.header
-        for datatype, values in map_units(tree.units(), stats):
+        units: Iterable[SorUnit] = tree.units()
+        if collector is not None:
+            units = collector.watch(units)
+        for datatype, values in map_units(units, stats):
             records.setdefault(datatype.key, []).append(values)
     if at is None and reproducible:
         at = snapshot_time(header)
-    return import_records(store, header, records, stats, at=at)
+    sor2 = collector.records if collector is not None else None
+    return import_records(store, header, records, stats, at=at, sor2=sor2)
 
 
 __all__ = [

@@ -12,8 +12,8 @@ import base64
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -30,6 +30,9 @@ from sorsync.krs.wire import (
     feed_id,
     make_token,
 )
+
+if TYPE_CHECKING:
+    from sorsync.simulator.sor2 import Layout
 
 # NSP's JBoss runs in Danish local time; every TIMESTAMP column is rendered in it.
 SERVER_ZONE = ZoneInfo("Europe/Copenhagen")
@@ -197,6 +200,43 @@ class PageRow:
     values: Mapping[str, object]
 
 
+def datatype_feed_id(datatype: Datatype) -> str:
+    """The feed id: `tag:nsi.dk,2011:sor/sygehus/v1`; for a register version above 1 with it,
+    `tag:nsi.dk,2011:sor/v2/sorentity/v1` (clients read the token from the last segment)."""
+    if datatype.register_version == 1:
+        return feed_id(datatype.register, datatype.datatype)
+    return feed_id(f"{datatype.register}/v{datatype.register_version}", datatype.datatype)
+
+
+class _DateCache:
+    """SOR2 dates (FromDate, ToDate…): `2024-01-01`, or as NSP may write them,
+    `2024-01-01T00:00:00+01:00` (midnight, the Danish offset of that day)."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self.plain: dict[date, str] = {}
+        self.timed: dict[date, str] = {}
+
+    def fmt(self, value: date, timed: bool) -> str:
+        cache = self.timed if timed else self.plain
+        text = cache.get(value)
+        if text is None:
+            if len(cache) > 100_000:
+                cache.clear()
+            if timed:
+                midnight = datetime(value.year, value.month, value.day, tzinfo=self.zone)
+                offset = midnight.utcoffset() or timedelta(0)
+                text = f"{value.isoformat()}T00:00:00{_offset(int(offset.total_seconds()))}"
+            else:
+                text = value.isoformat()
+            cache[value] = text
+        return text
+
+
+_DATES = _DateCache(SERVER_ZONE)
+MIXED_SHARE = 5  # date style "mixed": every 5th row (by PID) writes its dates as date-times
+
+
 def _record_tags(datatype: Datatype, namespace: str) -> tuple[str, str]:
     name = datatype.datatype
     return (
@@ -212,8 +252,15 @@ def render_entries(
     *,
     zone: ZoneInfo = SERVER_ZONE,
     distortion: Distortion | None = None,
+    layout: Layout | None = None,
 ) -> str:
-    """The `atom:entry` elements for rows in feed order (each row: .pid, .modified, .values)."""
+    """The `atom:entry` elements for rows in feed order (each row: .pid, .modified, .values).
+
+    A document datatype (SOR2) is rendered by `layout` (sor2.RecordShape.layout): every stored
+    value in stored order, renamed or dropped as the layout says.
+    """
+    if datatype.is_document:
+        return _render_documents(datatype, rows, zone, distortion, layout)
     cache = _cache_for(zone)
     fid = feed_id(datatype.register, datatype.datatype)
     namespace = datatype.namespace or ""
@@ -260,6 +307,74 @@ def render_entries(
     return "".join(parts)
 
 
+def _render_documents(
+    datatype: Datatype,
+    rows: Sequence[Any],
+    zone: ZoneInfo,
+    distortion: Distortion | None,
+    layout: Layout | None,
+) -> str:
+    if layout is None:
+        from sorsync.simulator.sor2 import DEFAULT_SHAPE
+
+        layout = DEFAULT_SHAPE.layout(datatype.key)
+    cache = _cache_for(zone)
+    dates = _DATES if zone is SERVER_ZONE else _DateCache(zone)
+    fid = datatype_feed_id(datatype)
+    namespace = layout.namespace
+    if distortion is not None and distortion.record_namespace is not None:
+        namespace = distortion.record_namespace
+    open_record, close_entry = _record_tags(datatype, namespace)
+    tags: dict[str, tuple[str, str] | None] = dict(layout.tags)
+    extra = layout.extra
+    if distortion is not None and distortion.extra_element is not None:
+        name, text = distortion.extra_element
+        extra += f"<{name}>{escape_text(text)}</{name}>"
+    style = layout.dates
+    drop = distortion.drop_token_at if distortion is not None else None
+    ordered = list(reversed(rows)) if distortion is not None and distortion.reverse else rows
+    str_, int_, date_, datetime_ = str, int, date, datetime
+
+    parts: list[str] = []
+    add = parts.append
+    for index, row in enumerate(ordered):
+        pid = row.pid
+        token = make_token(row.modified, pid)
+        entry_id = fid if index == drop else f"{fid}/{token}"
+        timed = style == "datetime" or (style == "mixed" and pid % MIXED_SHARE == 0)
+        add(
+            f"<atom:entry><atom:id>{entry_id}</atom:id><atom:title/>"
+            f"<atom:updated>{cache.fmt_epoch(row.modified)}</atom:updated>{open_record}"
+        )
+        for name, value in row.values.items():
+            if value is None:
+                continue  # NULL columns are omitted (krs-protocol §4.3)
+            try:
+                tag = tags[name]
+            except KeyError:  # an element outside the mapping (rows written by a test)
+                tag = tags[name] = (f"<{name}>", f"</{name}>")
+            if tag is None:
+                continue  # dropped by the shape
+            cls = value.__class__
+            if cls is str_:
+                text = escape_text(value)
+            elif cls is int_:
+                text = str(value)
+            elif cls is date_:
+                text = dates.fmt(value, timed)
+            elif cls is datetime_:
+                text = cache.fmt_local(value)
+            else:
+                text = escape_text(str(value))
+            add(tag[0])
+            add(text)
+            add(tag[1])
+        if extra:
+            add(extra)
+        add(close_entry)
+    return "".join(parts)
+
+
 def render_feed(
     datatype: Datatype,
     rows: Sequence[Any],
@@ -267,18 +382,20 @@ def render_feed(
     now: datetime | None = None,
     zone: ZoneInfo = SERVER_ZONE,
     distortion: Distortion | None = None,
+    layout: Layout | None = None,
 ) -> str:
     now = now or datetime.now(UTC)
     title = "Stamdata Registry Feed"
     if distortion is not None and distortion.feed_title is not None:
         title = distortion.feed_title
+    entries = render_entries(datatype, rows, zone=zone, distortion=distortion, layout=layout)
     return (
         f'<atom:feed xmlns:atom="{NS_ATOM}">'
-        f"<atom:id>{feed_id(datatype.register, datatype.datatype)}</atom:id>"
+        f"<atom:id>{datatype_feed_id(datatype)}</atom:id>"
         f"<atom:updated>{format_utc_millis(now)}</atom:updated>"
         f"<atom:title>{title}</atom:title>"
         "<atom:author><atom:name>National Sundheds IT</atom:name></atom:author>"
-        f"{render_entries(datatype, rows, zone=zone, distortion=distortion)}</atom:feed>"
+        f"{entries}</atom:feed>"
     )
 
 
@@ -329,6 +446,7 @@ def render_response(
     now: datetime | None = None,
     zone: ZoneInfo = SERVER_ZONE,
     distortion: Distortion | None = None,
+    layout: Layout | None = None,
 ) -> bytes:
     """A complete successful `replicate` answer (UTF-8 bytes)."""
     now = now or datetime.now(UTC)
@@ -337,7 +455,7 @@ def render_response(
         f'{XML_DECLARATION}{doctype}<S:Envelope xmlns:S="{NS_SOAP}"><S:Header>'
         f"{security_header(now, zone)}{echo_medcom_header(medcom_header)}</S:Header>"
         f'<S:Body><ns7:ReplicationResponse xmlns:ns7="{NS_KRS}">'
-        f"{render_feed(datatype, rows, now=now, zone=zone, distortion=distortion)}"
+        f"{render_feed(datatype, rows, now=now, zone=zone, distortion=distortion, layout=layout)}"
         "</ns7:ReplicationResponse></S:Body></S:Envelope>"
     ).encode()
 

@@ -5,15 +5,18 @@
 1. parse the envelope (lxml, no entities, no network, DOCTYPE rejected);
 2. the optional security hook (`enforce`, plugged in by sorsync.dgws) — DGWS faults;
 3. the body against the request schema — plain `S:Client` fault with the schema error;
-4. `register/datatype/vN` served? — else `urn:stamdata:unauthorized-access` (NSP checks the
-   client's permission before it looks the view up, so unknown views answer like this too);
+4. `register/datatype/vN` served (`register/vR/datatype/vN` with a `registerVersion` above 1,
+   e.g. `sor/v2/sorentity/v1`)? — else `urn:stamdata:unauthorized-access` (NSP checks the
+   client's permission before it looks the view up, so unknown views and unknown register
+   versions answer like this too);
 5. the offset token — `invalid-history-offset` (seconds part) / `internal-error` (PID part);
 6. a page of `min(maxRecords, 2000)` rows after the token, in (ModifiedDate, PID) order.
 
 `GET <SERVICE_PATH>?wsdl` serves the WSDL. Admin endpoints (tests and demos only; no
 authentication, so keep the server on loopback): `POST /admin/snapshot` (load a SorTree XML
-snapshot, answer the import report as JSON), `GET /admin/state`, and `GET|POST|DELETE
-/admin/faults` (see faults.py).
+snapshot, answer the import report as JSON), `GET /admin/state`, `GET|POST|DELETE
+/admin/faults` (see faults.py) and `GET|POST|DELETE /admin/shape` (how SOR2 records are
+rendered: namespace, date style, renamed/dropped/added elements; see sor2.RecordShape).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from sorsync.logs import get_logger
 from sorsync.simulator import render
 from sorsync.simulator.faults import Fault, FaultPlan
 from sorsync.simulator.render import CONTENT_TYPE, Distortion, SoapFaultSpec
+from sorsync.simulator.sor2 import DEFAULT_SHAPE, RecordShape
 from sorsync.simulator.store import Store
 from sorsync.xmlsafe import safe_parser
 
@@ -269,7 +273,11 @@ def requested_view(envelope: etree._Element) -> str:
     parts = {name: payload.findtext(name) for name in ("register", "datatype", "version")}
     if not all(parts.values()):
         return ""
-    return f"{parts['register']}/{parts['datatype']}/v{(parts['version'] or '').strip()}"
+    register_version = (payload.findtext("registerVersion") or "").strip()
+    register = parts["register"]
+    if register_version not in ("", "1"):  # the SOR2 views: `sor/v2/sorentity/v1`
+        register = f"{register}/v{register_version}"
+    return f"{register}/{parts['datatype']}/v{(parts['version'] or '').strip()}"
 
 
 def split_offset(offset: str) -> tuple[int, int]:
@@ -375,8 +383,10 @@ def _answer(
     # Rendered under the lock: an import running meanwhile cannot change rows under our feet.
     with store.lock:
         rows = table.page(after, limit) if limit > 0 else []
+        datatype = table.datatype
+        layout = store.shape.layout(datatype.key) if datatype.is_document else None
         body = render.render_response(
-            table.datatype, rows, header, now=now, distortion=_distortion(fault)
+            datatype, rows, header, now=now, distortion=_distortion(fault), layout=layout
         )
     return Reply(200, body, summary={"view": view, "offset": request.offset, "rows": len(rows)})
 
@@ -631,6 +641,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._admin_snapshot()
         elif path == "/admin/faults":
             self._admin_faults_set()
+        elif path == "/admin/shape":
+            self._admin_shape_set()
         else:
             self._read_body(MAX_REQUEST_BYTES)
             self._send_text(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {path}\n")
@@ -655,6 +667,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.OK, self.server.state())
         elif path == "/admin/faults":
             self._send_json(HTTPStatus.OK, self.server.faults.to_json())
+        elif path == "/admin/shape":
+            self._send_json(HTTPStatus.OK, self.server.store.shape.to_json())
         else:
             self._send_text(HTTPStatus.NOT_FOUND, f"no such endpoint: GET {path}\n")
 
@@ -665,6 +679,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/admin/faults":
             self.server.faults.clear()
             self._send_json(HTTPStatus.OK, self.server.faults.to_json())
+        elif path == "/admin/shape":
+            self.server.store.shape = DEFAULT_SHAPE
+            self._send_json(HTTPStatus.OK, DEFAULT_SHAPE.to_json())
         else:
             self._send_text(HTTPStatus.NOT_FOUND, f"no such endpoint: DELETE {path}\n")
 
@@ -724,6 +741,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             return
         self._send_json(HTTPStatus.OK, self.server.faults.to_json())
+
+    def _admin_shape_set(self) -> None:
+        raw = self._read_body(1024 * 1024)
+        if raw is None:
+            return
+        try:
+            shape = RecordShape.from_json(json.loads(raw or b"{}"))
+        except (ValueError, TypeError) as exc:  # ShapeError is a ValueError
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return
+        self.server.store.shape = shape  # one attribute swap: the next page uses it
+        self._send_json(HTTPStatus.OK, shape.to_json())
 
 
 class SimulatorServer(ThreadingHTTPServer):
@@ -797,9 +826,14 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     enforce: Enforce | None = None,
+    shape: RecordShape | None = None,
 ) -> SimulatorServer:
-    """A bound server (not yet serving): call `serve_forever()` or use `serve_in_thread`."""
-    return SimulatorServer((host, port), store, enforce=enforce)
+    """A bound server (not yet serving): call `serve_forever()` or use `serve_in_thread`.
+    `shape` replaces the store's SOR2 record shape (sor2.RecordShape)."""
+    server = SimulatorServer((host, port), store, enforce=enforce)
+    if shape is not None:
+        server.store.shape = shape
+    return server
 
 
 @dataclass
@@ -816,6 +850,10 @@ class SimulatorHandle:
     def base_url(self) -> str:
         return self.server.base_url
 
+    def set_shape(self, shape: RecordShape | None = None) -> None:
+        """Render SOR2 records in `shape` from the next page on (None: the default shape)."""
+        self.store.shape = shape if shape is not None else DEFAULT_SHAPE
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.close_connections()
@@ -829,8 +867,9 @@ def serve_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     enforce: Enforce | None = None,
+    shape: RecordShape | None = None,
 ) -> SimulatorHandle:
-    server = serve(store, host=host, port=port, enforce=enforce)
+    server = serve(store, host=host, port=port, enforce=enforce, shape=shape)
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": 0.05},

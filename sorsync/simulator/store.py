@@ -15,8 +15,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from sorsync.datatypes import DATATYPES, Datatype
+from sorsync.datatypes import DATATYPES, SOR2_DATATYPES, Datatype, lookup
+
+if TYPE_CHECKING:
+    from sorsync.simulator.sor2 import RecordShape
+
+# What the simulator serves by default: the five v1 views and the SOR2 datatypes, all from the
+# same snapshots (importer.py, sor2.py).
+SERVED: dict[str, Datatype] = {**DATATYPES, **{key: lookup(key) for key in SOR2_DATATYPES}}
 
 
 @dataclass(slots=True)
@@ -31,11 +39,17 @@ class Row:
         return value if isinstance(value, int) else None
 
 
+def _key_element(datatype: Datatype) -> str:
+    # v1 rows are versions of a sorNummer; SOR2 rows (all three datatypes) carry SorId.
+    return "SorId" if datatype.is_document else "sorNummer"
+
+
 class Table:
     def __init__(self, datatype: Datatype) -> None:
         self.datatype = datatype
+        self.key_element = _key_element(datatype)
         self.rows: dict[int, Row] = {}
-        self.by_key: dict[int, list[int]] = {}  # sorNummer → PIDs
+        self.by_key: dict[int, list[int]] = {}  # sorNummer (SOR2: SorId) → PIDs
         self._order: list[tuple[int, int]] = []  # (modified, pid), possibly stale
         self._stale = 0
         self._next_pid = 1
@@ -48,26 +62,32 @@ class Table:
         self._next_pid += 1
         row = Row(pid, modified, dict(values))
         self.rows[pid] = row
-        if row.sor_nummer is not None:
-            self.by_key.setdefault(row.sor_nummer, []).append(pid)
+        key = self._key(row)
+        if key is not None:
+            self.by_key.setdefault(key, []).append(pid)
         self._append(modified, pid)
         return row
 
     def update(self, pid: int, values: Mapping[str, object], modified: int) -> Row:
         """Overwrite a row in place (same PID), as NSP's importer does; it is re-delivered."""
         row = self.rows[pid]
-        old_key = row.sor_nummer
+        old_key = self._key(row)
         row.values = dict(values)
-        if row.sor_nummer != old_key:
+        key = self._key(row)
+        if key != old_key:
             if old_key is not None:
                 self.by_key[old_key].remove(pid)
-            if row.sor_nummer is not None:
-                self.by_key.setdefault(row.sor_nummer, []).append(pid)
+            if key is not None:
+                self.by_key.setdefault(key, []).append(pid)
         if row.modified != modified:
             row.modified = modified
             self._stale += 1
             self._append(modified, pid)
         return row
+
+    def _key(self, row: Row) -> int | None:
+        value = row.values.get(self.key_element)
+        return value if isinstance(value, int) else None
 
     def versions(self, sor_nummer: int) -> list[Row]:
         return [self.rows[pid] for pid in self.by_key.get(sor_nummer, ())]
@@ -107,11 +127,20 @@ class Table:
 
 
 class Store:
-    """All tables of one simulated KRS, with one lock: an import is atomic for readers."""
+    """All tables of one simulated KRS, with one lock: an import is atomic for readers.
 
-    def __init__(self, datatypes: Mapping[str, Datatype] = DATATYPES) -> None:
+    `shape` says how SOR2 records are rendered (sor2.RecordShape); replacing it takes effect
+    with the next page, so a test can change the source's shape between two syncs.
+    """
+
+    def __init__(
+        self, datatypes: Mapping[str, Datatype] = SERVED, *, shape: RecordShape | None = None
+    ) -> None:
+        from sorsync.simulator.sor2 import DEFAULT_SHAPE  # sor2 builds on this module
+
         self.tables: dict[str, Table] = {key: Table(dt) for key, dt in datatypes.items()}
         self.lock = threading.RLock()
+        self.shape: RecordShape = shape if shape is not None else DEFAULT_SHAPE
         self._last_modified = 0
 
     def table(self, key: str) -> Table:
