@@ -175,7 +175,7 @@ SOR2_DATATYPES: tuple[str, ...] = (
     "sor/v2/sorreplacedentity/v1",
 )
 DEFAULT_DATATYPES: tuple[str, ...] = SOR2_DATATYPES
-DEMO_DATATYPES: tuple[str, ...] = V1_DATATYPES  # SOR2 joins once the simulator serves it
+DEMO_DATATYPES: tuple[str, ...] = (*V1_DATATYPES, *SOR2_DATATYPES)  # one tree feeds both
 
 _NAME = r"[a-z][a-z0-9]*"
 _KEY = re.compile(rf"^({_NAME})/(?:v([1-9][0-9]?)/)?({_NAME})/v([1-9][0-9]?)$")

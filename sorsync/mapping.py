@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sorsync.datatypes import KeyFormatError, parse_key
+from sorsync.krs.profile import Expected
 
 Confidence = Literal["C", "I", "U"]
 
@@ -50,6 +51,7 @@ class MappedField:
     kind: Kind
     confidence: Confidence
     doc: str = ""
+    optional: bool = False  # may be absent from a whole feed (not a difference from the mapping)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,11 @@ class DatatypeMapping:
     def elements(self) -> frozenset[str]:
         return frozenset(f.element for f in self.fields)
 
+    @property
+    def expected(self) -> Expected:
+        """What a feed of this datatype is compared with (sorsync.krs.profile)."""
+        return Expected.of(self.elements, (f.element for f in self.fields if not f.optional))
+
 
 T, B, N, D, TS = Kind.TEXT, Kind.BIGINT, Kind.NUMERIC, Kind.DATE, Kind.TIMESTAMP
 
@@ -92,6 +99,7 @@ ADDRESS_PARTS: tuple[tuple[str, str, Kind], ...] = (
     ("etrs89_n", "CoordETRS89z32NMeasure", N),
 )
 SPECIALITIES = 8
+RARE_ADDRESS_PARTS = frozenset({"floor_id", "suite_id", "additional_info"})
 
 
 def _f(column: str, element: str, kind: Kind, confidence: Confidence, doc: str = "") -> MappedField:
@@ -124,18 +132,22 @@ def _sorentity_fields() -> tuple[MappedField, ...]:
         _f("ean", "EanLocationCode", B, "I", "EAN/GLN location number"),
         _f("ean_region_name", "EanLocationCodeRegionName", T, "C"),
         _f("ydernummer", "ProviderId", T, "I", "ydernummer of a practice unit"),
-        _f("pharmacy_id", "PharmacyId", T, "I"),
-        _f("local_code", "LocalCode", T, "I"),
+        replace(_f("pharmacy_id", "PharmacyId", T, "I"), optional=True),
+        replace(_f("local_code", "LocalCode", T, "I"), optional=True),
         _f("phone", "VirtualAddressTelephoneNumber", T, "C"),
         _f("website", "VirtualAddressWebsite", T, "C"),
         _f("email", "VirtualAddressEmailAddress", T, "C"),
     ]
     for address, prefix in ADDRESS_PREFIXES.items():
         sure: Confidence = "C" if address == "postal" else "I"
-        fields += [_f(f"{address}_{c}", prefix + e, k, sure) for c, e, k in ADDRESS_PARTS]
+        fields += [
+            replace(_f(f"{address}_{c}", prefix + e, k, sure), optional=c in RARE_ADDRESS_PARTS)
+            for c, e, k in ADDRESS_PARTS
+        ]
     for n in range(1, SPECIALITIES + 1):
-        fields.append(_f(f"speciality_{n}_code", f"PrioritizedEntitySpeciality{n}Id", T, "C"))
-        fields.append(_f(f"speciality_{n}_name", f"PrioritizedEntitySpeciality{n}Name", T, "C"))
+        code = _f(f"speciality_{n}_code", f"PrioritizedEntitySpeciality{n}Id", T, "C")
+        name = _f(f"speciality_{n}_name", f"PrioritizedEntitySpeciality{n}Name", T, "C")
+        fields += [replace(code, optional=n > 1), replace(name, optional=n > 1)]
     return tuple(fields)
 
 
@@ -297,5 +309,5 @@ def _override_fields(
                     f"{where} {column}: type {kind_name!r}; allowed: {allowed}"
                 ) from None
         doc = old.doc if old else "added by the mapping file"
-        out[column] = MappedField(column, element, kind, "C", doc)
+        out[column] = MappedField(column, element, kind, "C", doc, optional=True)
     return tuple(out.values())

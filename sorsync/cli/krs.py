@@ -18,7 +18,7 @@ from sorsync.cli.common import fail
 from sorsync.config import ConfigError, Settings, get_settings
 from sorsync.datatypes import Datatype, KeyFormatError, document, lookup
 from sorsync.krs import wire
-from sorsync.krs.profile import Drift, Profile, compare
+from sorsync.krs.profile import Drift, Expected, Profile, compare
 from sorsync.logs import configure
 
 krs_app = typer.Typer(help="Look at a KRS source without storing anything.", no_args_is_help=True)
@@ -31,7 +31,7 @@ class Description:
     source: str
     pages: int
     profile: Profile
-    expected: tuple[str, ...] | None  # element names sorsync maps (None: nothing to compare)
+    expected: Expected | None  # what sorsync maps (None: nothing to compare)
     drift: Drift | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -41,14 +41,14 @@ class Description:
         return out
 
 
-def expected_elements(settings: Settings, dt: Datatype) -> tuple[str, ...] | None:
+def expected_elements(settings: Settings, dt: Datatype) -> Expected | None:
     """The element names sorsync gives columns for `dt`: the mapping's for SOR2, the registry's
     for a v1 view; None for a datatype nothing maps (every field is still kept)."""
     mapped = settings.mapping.for_key(dt.key)
     if mapped is not None:
-        return tuple(sorted(mapped.elements))
+        return mapped.expected
     if not dt.is_document:
-        return tuple(f.element for f in dt.fields)
+        return Expected.of(f.element for f in dt.fields)
     return None
 
 
@@ -92,6 +92,10 @@ def render(d: Description) -> str:
     for name, seen in sorted(p.fields.items()):
         sample = "" if seen.sample is None else seen.sample
         lines.append(f"  {name:<{width}}  {seen.count:>7}  {seen.looks_like:<10}  {sample}")
+    if d.expected is not None:
+        absent = sorted(d.expected.known - d.expected.required - set(p.fields))
+        if absent:
+            lines.append("  optional, not in these records: " + ", ".join(absent))
     if d.drift is None:
         lines.append("  nothing maps this datatype: every field is kept in column record")
     elif not d.drift.differs:

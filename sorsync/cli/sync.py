@@ -172,19 +172,13 @@ def sync_command(
     kind: Kind = "full" if full else "delta"
 
     from sorsync.db.locks import LockHeld
-    from sorsync.sync.engine import sync
-    from sorsync.sync.service import SourceError, krs_source
+    from sorsync.sync.service import SourceError, krs_source, run_sync
 
     with migrated_engine("sorsync-cli") as engine:
         try:
             with krs_source(settings) as source, _Progress(kind) as progress:
-                result = sync(
-                    engine,
-                    source.client,
-                    dts,
-                    kind=kind,
-                    page_size=settings.krs_page_size,
-                    on_progress=progress,
+                result = run_sync(
+                    engine, settings, kind=kind, datatypes=dts, on_progress=progress, source=source
                 )
         except SourceError as exc:
             raise fail(str(exc), EXIT_CONFIG) from None

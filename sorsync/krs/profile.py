@@ -145,8 +145,22 @@ class Drift:
         return "; ".join(parts) if parts else "fields as mapped"
 
 
-def compare(profile: Profile, mapped: Iterable[str]) -> Drift:
-    """The difference between the fields of `profile` and the `mapped` element names."""
-    expected = set(mapped)
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """The element names a mapping knows, and those of them every source should deliver in some
+    record (an optional one, such as a unit's eighth speciality, may be absent from a whole
+    feed without anything being wrong)."""
+
+    known: frozenset[str]
+    required: frozenset[str]
+
+    @classmethod
+    def of(cls, names: Iterable[str], required: Iterable[str] | None = None) -> Expected:
+        known = frozenset(names)
+        return cls(known, known if required is None else frozenset(required))
+
+
+def compare(profile: Profile, expected: Expected) -> Drift:
+    """The difference between the fields of `profile` and what is `expected`."""
     seen = set(profile.fields)
-    return Drift(tuple(sorted(expected - seen)), tuple(sorted(seen - expected)))
+    return Drift(tuple(sorted(expected.required - seen)), tuple(sorted(seen - expected.known)))

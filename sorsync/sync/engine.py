@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -38,7 +38,7 @@ from sorsync.db.locks import advisory_lock
 from sorsync.krs import wire
 from sorsync.krs.errors import KrsError, ReplicationFault
 from sorsync.krs.feed import CopyRows, Page
-from sorsync.krs.profile import Drift, Profile, compare
+from sorsync.krs.profile import Drift, Expected, Profile, compare
 from sorsync.logs import get_logger
 from sorsync.sync import reconcile, sql
 from sorsync.sync.pages import FeedError, PageSource, PageStream
@@ -176,12 +176,12 @@ def sync(
     on_progress: ProgressCallback | None = None,
     prefetch: bool = True,
     examples: int = 10,
-    mapped_elements: Mapping[str, Iterable[str]] | None = None,
+    expected_fields: Mapping[str, Expected] | None = None,
 ) -> RunResult:
     """Run one delta or full sync of `datatypes` from `source` into the replica.
 
-    `mapped_elements` (datatype key → element names of the mapping) lets the run compare each
-    document datatype's fields with what is mapped, warn once about a difference and record it.
+    `expected_fields` (datatype key → what the mapping expects) lets the run compare each
+    document datatype's fields with the mapping, warn once about a difference and record it.
 
     Raises `LockHeld` (sorsync.db.locks) when another run is in progress. Every other failure
     ends the run with status `failed` (see `RunResult.error`); nothing is retried here.
@@ -194,7 +194,7 @@ def sync(
     if not dts:
         raise ValueError("no datatypes to sync")
     run = _Run(engine, source, kind, page_size, on_progress or _ignore, prefetch, examples)
-    run.mapped = {key: frozenset(names) for key, names in (mapped_elements or {}).items()}
+    run.expected = dict(expected_fields or {})
     with advisory_lock(engine, LOCK_NAME):
         return run.execute(dts)
 
@@ -277,7 +277,7 @@ class _Run:
         self.examples = examples
         self.run_id = 0
         self.one_transaction = False  # the first full loads everything in one transaction
-        self.mapped: dict[str, frozenset[str]] = {}
+        self.expected: dict[str, Expected] = {}
 
     # --- run bookkeeping -----------------------------------------------------------------
 
@@ -440,7 +440,7 @@ class _Run:
 
     def _compare_fields(self, dt: Datatype, res: DatatypeResult) -> None:
         """Compare the fields of the records loaded with the mapping; one warning per run."""
-        expected = self.mapped.get(dt.key)
+        expected = self.expected.get(dt.key)
         if expected is None or res.profile is None or res.profile.records == 0:
             return
         res.drift = compare(res.profile, expected)

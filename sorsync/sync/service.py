@@ -103,15 +103,19 @@ def run_sync(
     datatypes: Sequence[Datatype] | None = None,
     krs_url: str | None = None,
     on_progress: ProgressCallback | None = None,
+    source: Source | None = None,
 ) -> RunResult:
-    """One run with the configured datatypes, page size and KRS. Raises LockHeld, SourceError."""
+    """One run with the configured datatypes, page size and KRS (or `source`, already open).
+    Raises LockHeld, SourceError."""
     dts = list(datatypes or settings.datatypes)
     mapping = settings.mapping
     # Tables for datatypes nothing knows yet, and views for a changed mapping (a no-op when the
     # database already has them).
     views.ensure(engine, mapping, dts)
-    mapped = {m.key: m.elements for m in mapping.datatypes.values()}
-    with krs_source(settings, krs_url) as source:
+    expected = {m.key: m.expected for m in mapping.datatypes.values()}
+    with contextlib.ExitStack() as stack:
+        if source is None:
+            source = stack.enter_context(krs_source(settings, krs_url))
         result = sync(
             engine,
             source.client,
@@ -119,7 +123,7 @@ def run_sync(
             kind=kind,
             page_size=settings.krs_page_size,
             on_progress=on_progress,
-            mapped_elements=mapped,
+            expected_fields=expected,
         )
     # The views answer from SOR2 once it holds rows (and from v1 while it does not).
     views.ensure(engine, mapping, dts)
