@@ -106,23 +106,84 @@ def row_values(i: int, revision: int = 0) -> dict[str, object]:
     }
 
 
+SORENTITY = "sor/v2/sorentity/v1"
+
+
+def sorentity_values(i: int) -> dict[str, object]:
+    """Row i of SOR2's sorentity as the simulator renders it: every field of the mapping that a
+    department has (about 70 elements), ids and names distinct, the rest repeated as in SOR."""
+    from sorsync.mapping import ADDRESS_PREFIXES
+
+    code, specialty = _SPECIALTIES[i % len(_SPECIALTIES)]
+    hospital = sor_id(50_000_000 + i // 50)
+    start = _STARTS[i % len(_STARTS)]
+    values: dict[str, object] = {
+        "SorId": str(sor_id(i)),
+        "SorType": "OE",
+        "EntityName": f"Afdeling for {specialty.lower()} nr. {i}",
+        "EntityTypeName": "klinisk enhed",
+        "FromDate": start.date().isoformat(),
+        "FirstFromDate": start.date().isoformat(),
+        "ShakId": f"{1301000 + i % 900_000:07d}",
+        "OrganisationalLevelCode": "3",
+        "OrganisationalLevelName": "Organisatorisk enhed, niveau 1",
+        "ValidFrom": "2024-01-01T02:00:00.000+01:00",
+        "ValidTo": "2999-12-31T00:00:00.000+01:00",
+        "UniqueCurrentKey": f"{sor_id(i)}-{start.date():%Y%m%d}",
+        "ParentSorId": str(sor_id(i - i % 10) if i % 10 else hospital),
+        "HealthInstitutionSorId": str(hospital),
+        "HealthInstitutionEntityName": f"Sygehus nr. {i // 50}",
+        "HealthInstitutionEntityTypeName": "sygehus",
+        "InstitutionOwnerSorId": str(sor_id(60_000_000 + i // 5000)),
+        "InstitutionOwnerEntityName": "Region Eksempel",
+        "InstitutionOwnerEntityTypeName": "region",
+        "InstitutionOwnerCvrNumberId": "29190623",
+        "EanLocationCode": str(5_790_000_000_000 + i),
+        "EanLocationCodeRegionName": "Region Eksempel",
+        "VirtualAddressTelephoneNumber": "38383838",
+        "VirtualAddressWebsite": "www.sygehus.example",
+        "VirtualAddressEmailAddress": f"afd{i}@example.invalid",
+        "PrioritizedEntitySpeciality1Id": code,
+        "PrioritizedEntitySpeciality1Name": specialty,
+        "PrioritizedEntitySpeciality2Id": "394802001",
+        "PrioritizedEntitySpeciality2Name": "Almen medicin",
+    }
+    for prefix in ADDRESS_PREFIXES.values():
+        values.update(
+            {
+                f"{prefix}StreetName": f"Eksempelvej {i % 200}",
+                f"{prefix}StreetBuildingId": str(1 + i % 120),
+                f"{prefix}PostCodeId": f"{1000 + i % 8000}",
+                f"{prefix}DistrictName": "København NV",
+                f"{prefix}RegionCode": "1084",
+                f"{prefix}CoordETRS89z32EMeasure": f"{720000 + i % 5000}.25",
+                f"{prefix}CoordETRS89z32NMeasure": f"{6176000 + i % 5000}.75",
+            }
+        )
+    return values
+
+
+ROWS = {KEY: row_values, SORENTITY: sorentity_values}
+
+
 # --- the simulator in its own process -------------------------------------------------------
 
 
-def _simulator_main(records: int, conn: Connection) -> None:
+def _simulator_main(records: int, conn: Connection, key: str = KEY) -> None:
     from sorsync.logs import configure
     from sorsync.simulator import server
     from sorsync.simulator.store import Store
 
     configure(level="WARNING")
     store = Store()
-    table = store.table(KEY)
+    table = store.table(key)
+    make_row = ROWS[key]
     first = datetime(2024, 1, 1, tzinfo=UTC)
     per_run = 100_000  # like NSP: a few large import runs, each with one ModifiedDate
     for start in range(0, records, per_run):
         with store.import_run(first + timedelta(days=start // per_run)) as modified:
             for i in range(start, min(records, start + per_run)):
-                table.insert(row_values(i), modified)
+                table.insert(make_row(i), modified)
     import gc
 
     gc.collect()
@@ -154,10 +215,10 @@ def _simulator_main(records: int, conn: Connection) -> None:
 class Simulator:
     """`sorsync.simulator` serving `records` synthetic rows, in a child process."""
 
-    def __init__(self, records: int) -> None:
+    def __init__(self, records: int, key: str = KEY) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_simulator_main, args=(records, child), daemon=True)
+        self._proc = ctx.Process(target=_simulator_main, args=(records, child, key), daemon=True)
         started = time.perf_counter()
         self._proc.start()
         self.url: str = self._conn.recv()

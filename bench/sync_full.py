@@ -22,12 +22,18 @@ import os
 import resource
 import time
 
-from bench.common import KEY, Replay, Simulator, scratch_database
+from bench.common import KEY, ROWS, Replay, Simulator, scratch_database
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument(
+        "--datatype",
+        default=KEY,
+        choices=sorted(ROWS),
+        help="the v1 datatype (16 typed fields) or SOR2's sorentity (~70 elements, stored whole)",
+    )
     parser.add_argument("--page-size", type=int, default=2000)
     parser.add_argument("--database-url", default=os.environ.get("SORSYNC_TEST_DATABASE_URL"))
     parser.add_argument("--no-prefetch", action="store_true", help="fetch and store in turn")
@@ -48,8 +54,10 @@ def main() -> None:
         parser.error("give --database-url or set SORSYNC_TEST_DATABASE_URL")
     if args.replay and args.page_size != 2000:
         parser.error("--replay records pages of 2000 records; leave --page-size at 2000")
+    if args.replay and args.datatype != KEY:
+        parser.error("--replay records the v1 benchmark datatype only")
 
-    from sorsync.datatypes import DATATYPES
+    from sorsync.datatypes import lookup
     from sorsync.db.engine import make_engine
     from sorsync.krs.client import KrsClient
     from sorsync.logs import configure
@@ -58,20 +66,20 @@ def main() -> None:
     configure(level="WARNING")
     os.environ["SORSYNC_TEST_DATABASE_URL"] = args.database_url  # scratch_database's server
     with contextlib.ExitStack() as stack:
-        source: Simulator | Replay = stack.enter_context(Simulator(args.records))
+        source: Simulator | Replay = stack.enter_context(Simulator(args.records, args.datatype))
         if args.replay:
             source = stack.enter_context(Replay(source.url))
         url = stack.enter_context(scratch_database())
         engine = make_engine(url)
         with KrsClient(source.url, timeout=120) as client:
             if args.refull:
-                sync(engine, client, [DATATYPES[KEY]], kind="full")
+                sync(engine, client, [lookup(args.datatype)], kind="full")
             before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             result = sync(
                 engine,
                 client,
-                [DATATYPES[KEY]],
+                [lookup(args.datatype)],
                 kind="full",
                 page_size=args.page_size,
                 prefetch=not args.no_prefetch,
@@ -84,6 +92,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "datatype": args.datatype,
                 "records": result.records,
                 "seconds": round(seconds, 3),
                 "records_per_s": round(result.records / seconds) if seconds else None,

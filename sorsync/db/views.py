@@ -458,8 +458,8 @@ def ensure(
     dts = list(datatypes)
     extra_tables = [dt for dt in dts if dt.is_document]
     raw = engine.raw_connection()
+    pg: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
     try:
-        pg: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
         pg.rollback()
         pg.autocommit = True
         sources = Sources(
@@ -485,6 +485,9 @@ def ensure(
             )
         return True
     finally:
+        # Back to the pool as SQLAlchemy expects it: not in autocommit.
+        if not pg.closed:
+            pg.autocommit = False
         raw.close()
 
 

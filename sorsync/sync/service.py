@@ -10,7 +10,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import psycopg
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from sorsync.config import Settings
 from sorsync.datatypes import Datatype
@@ -18,6 +20,7 @@ from sorsync.db import views
 from sorsync.db.engine import make_engine
 from sorsync.db.locks import LockHeld
 from sorsync.logs import get_logger
+from sorsync.mapping import SorMapping
 from sorsync.sync.engine import Kind, ProgressCallback, RunResult, sync
 from sorsync.sync.pages import PageSource
 
@@ -111,7 +114,7 @@ def run_sync(
     mapping = settings.mapping
     # Tables for datatypes nothing knows yet, and views for a changed mapping (a no-op when the
     # database already has them).
-    views.ensure(engine, mapping, dts)
+    _ensure_views(engine, mapping, dts)
     expected = {m.key: m.expected for m in mapping.datatypes.values()}
     with contextlib.ExitStack() as stack:
         if source is None:
@@ -126,8 +129,20 @@ def run_sync(
             expected_fields=expected,
         )
     # The views answer from SOR2 once it holds rows (and from v1 while it does not).
-    views.ensure(engine, mapping, dts)
+    _ensure_views(engine, mapping, dts)
     return result
+
+
+def _ensure_views(engine: Engine, mapping: SorMapping, dts: Sequence[Datatype]) -> None:
+    """Bring the views up to date; a database that is gone is the sync's to report (it fails
+    with a message that says so), and the next run tries again."""
+    try:
+        views.ensure(engine, mapping, dts)
+    except (psycopg.Error, DBAPIError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        get_logger("sorsync.sync").warning(
+            "could not bring the sor views up to date; the next sync tries again", error=first
+        )
 
 
 def run_or_raise(

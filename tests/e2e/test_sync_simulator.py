@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import Engine
 
-from sorsync.datatypes import DATATYPES, SYGEHUS, SYGEHUSAFDELING
+from sorsync.datatypes import DATATYPES, DEMO_DATATYPES, SYGEHUS, SYGEHUSAFDELING, lookup
 from sorsync.krs import wire
 from sorsync.krs.client import KrsClient
 from sorsync.simulator.demo import load_demo
@@ -25,6 +25,7 @@ from tests.fixtures.sync import (
 )
 
 ALL = list(DATATYPES.values())
+DEMO = [lookup(key) for key in DEMO_DATATYPES]  # what the demo serves: v1 and SOR2
 
 
 @pytest.fixture
@@ -109,7 +110,9 @@ def _last_tokens(store: Store) -> dict[str, str]:
     out = {}
     for key, table in store.tables.items():
         last = table.last()
-        assert last is not None, key
+        if last is None:
+            assert key == "sor/v2/sorreplacedentity/v1", key  # the demo replaces no unit
+            continue
         out[key] = wire.make_token(last.modified, last.pid)
     return out
 
@@ -121,7 +124,7 @@ def test_a_restarted_demo_simulator_delivers_nothing_new(clean_db: Engine) -> No
     try:
         load_demo(first.store)
         with KrsClient(first.url, timeout=10) as client:
-            full = sync(clean_db, client, ALL, kind="full")
+            full = sync(clean_db, client, DEMO, kind="full")
         assert full.ok, full.error
         assert full.records > 1000
         before = _last_tokens(first.store)
@@ -136,10 +139,10 @@ def test_a_restarted_demo_simulator_delivers_nothing_new(clean_db: Engine) -> No
         assert {r.modified for t in second.store.tables.values() for r in t} == {demo_time}
         assert _last_tokens(second.store) == before
         with KrsClient(second.url, timeout=10) as client:
-            delta = sync(clean_db, client, ALL)
+            delta = sync(clean_db, client, DEMO)
         assert delta.ok, delta.error
         assert delta.records == 0
-        assert {d.key: sync_token(clean_db, d) for d in ALL} == before
+        assert {d.key: sync_token(clean_db, d) for d in DEMO if d.key in before} == before
         assert_replica_matches_store(clean_db, second.store, ALL)
     finally:
         second.stop()
