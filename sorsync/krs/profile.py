@@ -17,6 +17,7 @@ _DECIMAL = re.compile(r"^-?[0-9]+[.,][0-9]+$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}")
 SAMPLE_CHARS = 80
+TYPED_VALUES = 50  # values per field whose type is guessed: enough to tell, cheap on big feeds
 
 
 def looks_like(value: object) -> str:
@@ -48,7 +49,7 @@ def looks_like(value: object) -> str:
 class FieldSeen:
     count: int = 0
     sample: str | None = None  # the first non-empty value (cut to SAMPLE_CHARS)
-    types: dict[str, int] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)  # of the first TYPED_VALUES values
 
     @property
     def looks_like(self) -> str:
@@ -76,6 +77,8 @@ class Profile:
             if seen is None:
                 seen = fields[key] = FieldSeen()
             seen.count += 1
+            if seen.count > TYPED_VALUES:
+                continue
             kind = looks_like(value)
             seen.types[kind] = seen.types.get(kind, 0) + 1
             if seen.sample is None and kind not in ("empty", "null"):
