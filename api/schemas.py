@@ -1,4 +1,5 @@
-"""Response and request shapes (design.md §6) and the functions that render lookups into them.
+"""Response and request shapes (docs/reference/design.md §6) and the functions that render
+lookups into them.
 
 The pydantic models document the API (OpenAPI) and are what tests check responses against;
 handlers build plain dicts with `unit_json` & co. and serialise them with orjson, which keeps the

@@ -1,4 +1,4 @@
-"""`sorsync generate` (see design.md §4): write a fictive SOR snapshot (SorTree XML)."""
+"""`sorsync generate` (docs/reference/design.md §4): write a fictive SOR snapshot (SorTree XML)."""
 
 from __future__ import annotations
 

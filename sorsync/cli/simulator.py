@@ -1,4 +1,4 @@
-"""`sorsync simulator`: the local KRS server (see design.md §4 and §7)."""
+"""`sorsync simulator`: the local KRS server (see docs/reference/design.md §4 and §7)."""
 
 from __future__ import annotations
 
