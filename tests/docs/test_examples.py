@@ -164,3 +164,35 @@ def test_a_broken_example_fails(demo: Demo, tmp_path: Path) -> None:
     problem = check(demo, examples[0])
     assert problem is not None
     assert "the answer is not the one shown" in problem
+
+
+@pytest.mark.slow
+def test_the_openapi_examples_answer_on_the_demo(demo: Demo) -> None:
+    """What /docs offers to try finds something in the demo data: each GET route with its
+    parameters' examples answers 200, and the resolve example finds at least one code."""
+    base = f"http://127.0.0.1:{demo.api_port}"
+    spec = httpx2.get(f"{base}/openapi.json", timeout=10).json()
+    tried = 0
+    for path, operations in spec["paths"].items():
+        get = operations.get("get")
+        if get is None:
+            continue
+        url, query, complete = path, {}, True
+        for param in get.get("parameters", []):
+            examples = param.get("examples") or param.get("schema", {}).get("examples")
+            if param["in"] == "path":
+                if not examples:
+                    complete = False  # nothing offered to try
+                    break
+                url = url.replace("{" + param["name"] + "}", str(examples[0]))
+            elif examples:
+                query[param["name"]] = str(examples[0])
+        if not complete or "{" in url:
+            continue
+        answer = httpx2.get(base + url, params=query, timeout=10)
+        assert answer.status_code == 200, f"GET {url} {query}: {answer.status_code} {answer.text}"
+        tried += 1
+    assert tried >= 8
+    body = spec["components"]["schemas"]["ResolveRequest"]["examples"][0]
+    results = httpx2.post(f"{base}/v1/shak/resolve", json=body, timeout=10).json()["results"]
+    assert any(r["status"] == "found" for r in results), results
