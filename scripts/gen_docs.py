@@ -53,7 +53,7 @@ MEANINGS: dict[str, str] = {
     "metrics_port": "the scheduler's Prometheus endpoint",
     "api_cache_entries": "SHAK and SOR answers each API worker keeps in memory",
     "test_database_url": "the PostgreSQL server the test suite creates its databases on",
-    "mapping_file": "a TOML file overriding the SOR2 mapping (see The SOR model)",
+    "mapping_file": "which record elements become which columns of the SOR2 views",
 }
 
 # Defaults that mean something more than their value.

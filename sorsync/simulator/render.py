@@ -348,7 +348,7 @@ def _render_documents(
         )
         for name, value in row.values.items():
             if value is None:
-                continue  # NULL columns are omitted (krs-protocol §4.3)
+                continue  # NULL columns are omitted (docs/reference/krs-protocol.md §4.3)
             try:
                 tag = tags[name]
             except KeyError:  # an element outside the mapping (rows written by a test)
