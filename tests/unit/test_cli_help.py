@@ -11,7 +11,17 @@ import sorsync.cli  # noqa: F401  (registers every command on the app)
 from sorsync.cli.app import app
 from sorsync.simulator.demo import DEMO_SEED
 
-COMMANDS = ["run", "sync", "status", "serve", "scheduler", "simulator", "generate", "db upgrade"]
+COMMANDS = [
+    "run",
+    "sync",
+    "status",
+    "serve",
+    "scheduler",
+    "simulator",
+    "generate",
+    "db upgrade",
+    "krs describe",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
