@@ -1,6 +1,6 @@
 """Errors as RFC 9457 `application/problem+json` (and as FHIR OperationOutcome under /fhir).
 
-Every problem has a stable `type` URI under PROBLEM_BASE (documented in the README); `detail`
+Every problem has a stable `type` URI under PROBLEM_BASE (documented in docs/api.md); `detail`
 says what was wrong and what to do. No stack trace or SQL ever reaches a client: unexpected
 exceptions become a bare 500 `internal-error`, logged server-side.
 """

@@ -1,4 +1,5 @@
-"""Response and request shapes (design.md §6) and the functions that render lookups into them.
+"""Response and request shapes (docs/reference/design.md §6) and the functions that render
+lookups into them.
 
 The pydantic models document the API (OpenAPI) and are what tests check responses against;
 handlers build plain dicts with `unit_json` & co. and serialise them with orjson, which keeps the
@@ -27,7 +28,7 @@ Kind = Literal[
     "organisationsenhed",
 ]
 
-SOR_ID_EXAMPLE = "347811000016004"
+SOR_ID_EXAMPLE = "100061000016005"  # Hyldby Sygehus of the demo data: /docs tries it
 
 
 class Address(BaseModel):
@@ -141,7 +142,7 @@ class ShakResponse(BaseModel):
 
 class ResolveRequest(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"codes": ["8001", "800110", "XYZ"], "date": None}]}
+        json_schema_extra={"examples": [{"codes": ["1575", "157501", "9999"], "date": None}]}
     )
 
     codes: list[str] = Field(description="SHAK codes, at most 10 000 (more → 413).")

@@ -247,7 +247,7 @@ def search_organization(
             description="`system|value` token: SOR (urn:oid:1.2.208.176.1.1), GLN "
             "(https://www.gs1.org/gln), ydernummer (urn:oid:1.2.208.176.1.4) or SHAK "
             "(https://sorsync.dev/fhir/NamingSystem/shak); a bare value is a SOR id.",
-            examples=["urn:oid:1.2.208.176.1.1|347811000016004"],
+            examples=["urn:oid:1.2.208.176.1.1|100061000016005"],
         ),
     ] = None,
 ) -> Response:

@@ -36,7 +36,7 @@ async def get_shak(
         Path(
             description="SHAK code: 4, 6 or 7 characters of 0-9 and A-Z.",
             json_schema_extra={"pattern": SHAK_PATTERN},
-            examples=["8001"],
+            examples=["1575"],
         ),
     ],
     date: DateQuery = None,

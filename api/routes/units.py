@@ -35,7 +35,7 @@ def get_yder(
         Path(
             description="Ydernummer, 1-9 digits; matched with and without leading zeros.",
             json_schema_extra={"pattern": YDER_PATTERN},
-            examples=["019062"],
+            examples=["002001"],
         ),
     ],
     date: DateQuery = None,
@@ -67,7 +67,7 @@ def get_ean(
         Path(
             description="GLN (EAN location number): 13 digits with a GS1 check digit.",
             json_schema_extra={"pattern": GLN_PATTERN},
-            examples=["5790000123457"],
+            examples=["5790001003432"],
         ),
     ],
     date: DateQuery = None,
@@ -100,7 +100,7 @@ def search_units(
             min_length=1,
             max_length=100,
             description="Case-insensitive substring of the name.",
-            examples=["hospital"],
+            examples=["sygehus"],
         ),
     ] = None,
     kind: Annotated[Kind | None, Query(description="Only units of this kind.")] = None,

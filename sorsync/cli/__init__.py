@@ -1,4 +1,4 @@
-"""Command line entry point: `sorsync …` (see design.md §4)."""
+"""Command line entry point: `sorsync …` (see docs/reference/design.md §4)."""
 
 from __future__ import annotations
 

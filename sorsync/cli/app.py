@@ -10,9 +10,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: it re-wraps docstrings to the terminal (rich keeps their line breaks,
+    # which then fall mid-sentence) and shows no type for flags (rich prints `<bool>`).
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # one-line summaries on a wide terminal
 )
 db_app = typer.Typer(
-    help="Database migrations (Alembic, under an advisory lock).", no_args_is_help=True
+    help="Database migrations (Alembic, under an advisory lock).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(db_app, name="db")
 

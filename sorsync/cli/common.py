@@ -23,7 +23,8 @@ def fail(message: str, code: int) -> typer.Exit:
 def migrated_engine(application_name: str) -> Iterator[Engine]:
     """A NullPool engine on a reachable database at the migrations' head, or a one-line exit.
 
-    NullPool: every run and every advisory lock gets a connection of its own (python-stack §1.5).
+    NullPool: every run and every advisory lock gets a connection of its own
+    (docs/reference/python-stack.md §1.5).
     """
     from sorsync.db import migrate
     from sorsync.db.connect import database_url

@@ -13,7 +13,7 @@ from sorsync.logs import configure
 
 
 @db_app.command()
-def upgrade(revision: str = typer.Argument("head")) -> None:
+def upgrade(revision: str = typer.Argument("head", metavar="REVISION")) -> None:
     """Apply migrations up to REVISION (default: head)."""
     configure()
     migrate.upgrade(database_url(), revision)
@@ -21,7 +21,7 @@ def upgrade(revision: str = typer.Argument("head")) -> None:
 
 
 @db_app.command()
-def downgrade(revision: str) -> None:
+def downgrade(revision: str = typer.Argument(..., metavar="REVISION")) -> None:
     """Revert migrations down to REVISION ('base' removes everything)."""
     configure()
     migrate.downgrade(database_url(), revision)

@@ -1,4 +1,4 @@
-"""`sorsync generate` (see design.md §4): write a fictive SOR snapshot (SorTree XML)."""
+"""`sorsync generate` (docs/reference/design.md §4): write a fictive SOR snapshot (SorTree XML)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ def generate(
             dir_okay=False,
         ),
     ],
-    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.")] = 0,
+    # The demo data's seed (sorsync.simulator.demo.DEMO_SEED): `--units 3000` alone writes the
+    # bundled demo snapshot, and `sorsync simulator --generate N` has the same default.
+    seed: Annotated[
+        int, typer.Option(metavar="S", help="Seed: the same seed gives the same bytes.")
+    ] = 20250106,
     evolve: Annotated[
         int,
         typer.Option(
@@ -39,7 +43,10 @@ def generate(
     steps: Annotated[
         int,
         typer.Option(
-            "--steps", min=1, help="With --evolve: this many days of K changes each (default 1)."
+            "--steps",
+            min=1,
+            metavar="S",
+            help="With --evolve: this many days of K changes each.",
         ),
     ] = 1,
 ) -> None:

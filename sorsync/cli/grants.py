@@ -51,7 +51,9 @@ def grant_readonly(engine: Engine, role: str) -> None:
 
 @db_app.command("grant-readonly")
 def grant_readonly_command(
-    role: str = typer.Argument(..., help="An existing PostgreSQL role (e.g. analysts)."),
+    role: str = typer.Argument(
+        ..., metavar="ROLE", help="An existing PostgreSQL role (e.g. analysts)."
+    ),
 ) -> None:
     """Grant ROLE read access to the sor views (sor.unit, sor.unit_current, sor.shak_map)."""
     engine = make_engine(database_url(), pool=False)

@@ -21,7 +21,11 @@ from sorsync.krs import wire
 from sorsync.krs.profile import Drift, Expected, Profile, compare
 from sorsync.logs import configure
 
-krs_app = typer.Typer(help="Look at a KRS source without storing anything.", no_args_is_help=True)
+krs_app = typer.Typer(
+    help="Look at a KRS source without storing anything.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # as the main app: plain, re-wrapped help
+)
 app.add_typer(krs_app, name="krs")
 
 
@@ -113,9 +117,14 @@ def render(d: Description) -> str:
 def describe_command(
     datatypes: Annotated[
         list[str] | None,
-        typer.Argument(help="register/datatype/vN or register/vR/datatype/vN; default: all."),
+        typer.Argument(
+            metavar="KEY",
+            help="register/datatype/vN or register/vR/datatype/vN; default: all.",
+        ),
     ] = None,
-    pages: Annotated[int, typer.Option(min=1, max=100, help="Pages to read per datatype.")] = 2,
+    pages: Annotated[
+        int, typer.Option(min=1, max=100, metavar="N", help="Pages to read per datatype.")
+    ] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Read the first pages of each datatype from the configured source without storing

@@ -50,11 +50,13 @@ def run_api(host: str, port: int, *, workers: int = 1, access_log: bool = False)
 
 @app.command()
 def serve(
-    host: str | None = typer.Option(None, help="Bind address (default: SORSYNC_API_HOST)."),
-    port: int | None = typer.Option(
-        None, min=0, max=65535, help="TCP port (default: SORSYNC_API_PORT)."
+    host: str | None = typer.Option(
+        None, metavar="HOST", help="Bind address (default: SORSYNC_API_HOST)."
     ),
-    workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
+    port: int | None = typer.Option(
+        None, min=0, max=65535, metavar="PORT", help="TCP port (default: SORSYNC_API_PORT)."
+    ),
+    workers: int = typer.Option(1, min=1, max=64, metavar="N", help="Worker processes."),
     access_log: bool = typer.Option(False, help="Log every request (metrics count them anyway)."),
 ) -> None:
     """Serve the read API (lookups, FHIR, /readyz, /metrics) over HTTP."""

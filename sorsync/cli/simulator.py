@@ -1,4 +1,4 @@
-"""`sorsync simulator`: the local KRS server (see design.md §4 and §7)."""
+"""`sorsync simulator`: the local KRS server (see docs/reference/design.md §4 and §7)."""
 
 from __future__ import annotations
 
@@ -58,14 +58,18 @@ def simulator(
             "--generate", min=1, metavar="N", help="Serve N generated fictive units instead."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for --generate.")] = 1,
+    # The demo data's seed (sorsync.simulator.demo.DEMO_SEED), as for `sorsync generate`: the
+    # same arguments give the same tree in both commands.
+    seed: Annotated[int, typer.Option(metavar="S", help="Seed for --generate.")] = 20250106,
     port: Annotated[
-        int, typer.Option(min=0, max=65535, help="TCP port; 0 picks a free one.")
+        int, typer.Option(min=0, max=65535, metavar="PORT", help="TCP port; 0 picks a free one.")
     ] = 8080,
     host: Annotated[
         str,
         typer.Option(
-            help="Address to bind. The admin endpoints have no authentication: keep it on loopback."
+            metavar="HOST",
+            help="Address to bind. The admin endpoints have no authentication: keep it on"
+            " loopback.",
         ),
     ] = "127.0.0.1",
     enforce: Annotated[

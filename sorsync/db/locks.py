@@ -1,7 +1,7 @@
 """PostgreSQL advisory locks that make a job run once across processes and machines.
 
 Session-level locks are taken on a dedicated, non-pooled connection: a pooled connection
-would go back to the pool still holding the lock (python-stack §1.5).
+would go back to the pool still holding the lock (docs/reference/python-stack.md §1.5).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """DGWS security for KRS calls: SOSI ID cards, XML-DSig, and obtaining cards from an STS.
 
-Two ways to give sorsync an ID card (design §3):
+Two ways to give sorsync an ID card (docs/reference/design.md §3):
 
 * mode 1 — `SORSYNC_IDCARD_FILE`: a file with an STS-issued card, sent verbatim;
 * mode 2 — `SORSYNC_STS_URL` + `SORSYNC_CERT_FILE` (PKCS#12) + `SORSYNC_CERT_PASSWORD` +

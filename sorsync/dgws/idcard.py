@@ -1,7 +1,7 @@
 """SOSI system ID cards (SAML 2.0 assertions): build an unsigned card, read a card's facts.
 
-Layout from krs-protocol §3.2 and the real request captured against NSP test2 in 2013
-(bachpedersen/batch_copy_demo `examples/request_raw_ddv.xml`). Element order matters: SEAL
+Layout from docs/reference/krs-protocol.md §3.2 and the real request captured against NSP test2 in
+2013 (bachpedersen/batch_copy_demo `examples/request_raw_ddv.xml`). Element order matters: SEAL
 validates the card against its schema.
 """
 

@@ -1,8 +1,9 @@
 """Mode 2: obtain (and renew) STS-signed SOSI ID cards with the system's own certificate.
 
-Flow (krs-protocol §3.7): build a system ID card, sign it with the FOCES/VOCES key from the
-PKCS#12 file, POST it to the STS in a WS-Trust `RequestSecurityToken`, keep the STS-signed card
-from the answer and hand it to the KRS client verbatim until shortly before it expires.
+Flow (docs/reference/krs-protocol.md §3.7): build a system ID card, sign it with the FOCES/VOCES
+key from the PKCS#12 file, POST it to the STS in a WS-Trust `RequestSecurityToken`, keep the
+STS-signed card from the answer and hand it to the KRS client verbatim until shortly before it
+expires.
 """
 
 from __future__ import annotations

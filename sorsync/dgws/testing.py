@@ -88,7 +88,8 @@ def krs_request_envelope(
     offset: str = "0" * 20,
     max_records: int = 10,
 ) -> bytes:
-    """A KRS `replicate` request with `card` spliced in byte for byte (krs-protocol §3.6).
+    """A KRS `replicate` request with `card` spliced in byte for byte
+    (docs/reference/krs-protocol.md §3.6).
 
     For tests of the enforcement; the KRS client builds its own envelopes. `created` defaults
     to now in the DGWS format.

@@ -1,4 +1,5 @@
-"""Enveloped XML-DSig as the SOSI federation uses it on ID cards (krs-protocol §3.2).
+"""Enveloped XML-DSig as the SOSI federation uses it on ID cards
+(docs/reference/krs-protocol.md §3.2).
 
 The profile is fixed and small, so it is implemented directly with lxml (exclusive c14n) and
 `cryptography` (RSA PKCS#1 v1.5) instead of signxml: signxml is not a dependency of sorsync,
@@ -18,7 +19,8 @@ Layout written and accepted (exactly that of the real 2013 capture):
       ds:SignatureValue
       ds:KeyInfo/ds:X509Data/ds:X509Certificate
 
-Verification also accepts rsa-sha256/sha256 (NSP may move its STS off SHA-1, krs-protocol §10).
+Verification also accepts rsa-sha256/sha256 (NSP may move its STS off SHA-1,
+docs/reference/krs-protocol.md §10).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The DGWS 1.0.1 request envelope around a ReplicationRequest (krs-protocol §3).
+"""The DGWS 1.0.1 request envelope around a ReplicationRequest (docs/reference/krs-protocol.md §3).
 
 The SOSI ID card is signed by the STS with exclusive c14n, so it is spliced into the envelope as
 the exact bytes the STS issued; nothing here re-serialises it through zeep or lxml. The headers

@@ -1,4 +1,4 @@
-"""Typed errors of the KRS client (krs-protocol §5).
+"""Typed errors of the KRS client (docs/reference/krs-protocol.md §5).
 
 Every error is a `KrsError` with a message a person can act on and `.transient`: True when the
 same call may well succeed if simply repeated later (network trouble, an overloaded or restarting
@@ -27,7 +27,7 @@ class KrsError(Exception):
         return str(self.args[0]) if self.args else ""
 
 
-# --- application faults: detail/krs:ReplicationFault (krs-protocol §5.1) ---------------------
+# --- application faults: detail/krs:ReplicationFault (docs/reference/krs-protocol.md §5.1) ---
 
 _REPLICATION_ADVICE: Mapping[str, tuple[str, bool]] = {
     "urn:stamdata:unauthorized-access": (
@@ -82,7 +82,7 @@ class ReplicationFault(KrsError):
         super().__init__(text, transient=transient)
 
 
-# --- DGWS faults: detail/medcom:FaultCode (krs-protocol §5.3) --------------------------------
+# --- DGWS faults: detail/medcom:FaultCode (docs/reference/krs-protocol.md §5.3) --------------
 
 _DGWS_ADVICE: Mapping[str, str] = {
     "expired_idcard": (

@@ -71,7 +71,7 @@ class Page:
 # --- parsing ----------------------------------------------------------------------------------
 # Speed matters (the sync budget is ~20 µs per record for HTTP + parse): one lxml parse, then
 # direct child iteration with Clark-notation tag comparisons; no XPath, no per-entry lookups of
-# prefixes (which are arbitrary on the wire, krs-protocol §4.2).
+# prefixes (which are arbitrary on the wire, docs/reference/krs-protocol.md §4.2).
 
 
 _ENVELOPE = f"{{{wire.NS_SOAP}}}Envelope"
@@ -87,7 +87,7 @@ _UPDATED = f"{{{wire.NS_ATOM}}}updated"
 _CONTENT = f"{{{wire.NS_ATOM}}}content"
 
 _TEXT, _INT, _TIME, _VALID_TO = 0, 1, 2, 3
-_OPEN_ENDED_YEAR = 2999  # NSP writes 2999-12-31 for "no end" (krs-protocol §4.3)
+_OPEN_ENDED_YEAR = 2999  # NSP writes 2999-12-31 for "no end" (docs/reference/krs-protocol.md §4.3)
 
 _local = threading.local()  # lxml parsers must not be shared between threads
 
@@ -405,7 +405,7 @@ def _local_children(parent: etree._Element) -> dict[str, etree._Element]:
 
 
 def fault_error(fault: etree._Element, dt: Datatype, offset: str | None = None) -> KrsError:
-    """The typed error for a `soapenv:Fault` element (krs-protocol §5)."""
+    """The typed error for a `soapenv:Fault` element (docs/reference/krs-protocol.md §5)."""
     parts = _local_children(fault)
     faultcode = (parts["faultcode"].text or "").strip() if "faultcode" in parts else ""
     faultstring = (parts["faultstring"].text or "").strip() if "faultstring" in parts else ""

@@ -1,4 +1,5 @@
-"""Wire constants of the KRS protocol, shared by the client and the simulator (krs-protocol §2–§4).
+"""Wire constants of the KRS protocol, shared by the client and the simulator
+(docs/reference/krs-protocol.md §2–§4).
 
 Nothing here does I/O; the simulator may import this module and nothing else of the client.
 """
@@ -30,7 +31,8 @@ def record_namespace(register: str) -> str:
 
 
 def feed_id(register: str, datatype: str) -> str:
-    # "v1" is hard-coded by NSP's server whatever version was asked for (krs-protocol §4.2).
+    # "v1" is hard-coded by NSP's server whatever version was asked for
+    # (docs/reference/krs-protocol.md §4.2).
     return f"{FEED_ID_PREFIX}{register}/{datatype}/v1"
 
 

@@ -1,6 +1,6 @@
 """DGWS enforcement for the simulator: check a request's security header the way NSP does.
 
-Order (krs-protocol §3.5 steps 1 and 3, faults as §5.3/§5.1):
+Order (docs/reference/krs-protocol.md §3.5 steps 1 and 3, faults as §5.3/§5.1):
 
 1. `wsse:Security/wsu:Timestamp/wsu:Created` present, exactly `YYYY-MM-DDTHH:MM:SSZ`,
    `medcom:Header/Linking/MessageID` non-empty (FlowID non-empty if present)
@@ -136,7 +136,8 @@ class Enforcer:
             self._check_signatures(envelope, card, flow, message_id)
 
         if facts.cvr_name_format != idcard.CVR_FORMAT or not idcard.is_cvr(facts.cvr):
-            # NSP's provisioning code throws here; JAX-WS turns that into a plain fault (§5.2).
+            # NSP's provisioning code throws here; JAX-WS turns that into a plain fault
+            # (docs/reference/krs-protocol.md §5.2).
             message = "The CareProviderID of the ID card is not a CVR number (medcom:cvrnumber)."
             raise _Reject(server_fault(message), "S:Server", message)
         assert facts.cvr is not None

@@ -1,10 +1,10 @@
 """Load a SOR snapshot into the simulator's `Store` the way NSP's SOR importer does.
 
 Two halves, both modelled on NSP's public code (trifork/sdm4-sorimporter and sdm4-core; facts only,
-see krs-protocol §6.2 and §7.1):
+see docs/reference/krs-protocol.md §6.2 and §7.1):
 
 * **Mapping** (`map_units`): SorTree units → the five SOR v1 datatypes, including the quirks a
-  KRS client really sees (documented in README "How sorsync's simulator imports SOR like NSP").
+  KRS client really sees (docs/simulator.md, "How the simulator imports SOR like NSP").
 * **History** (`decide`, `apply_actions`): NSP's `AuditingPersister` compares each record with the
   stored versions of the same sorNummer and updates rows in place, shifts them or inserts new
   ones; units missing from the snapshot get ValidTo := snapshot date. Every touched row gets the
@@ -43,7 +43,8 @@ VALID_FROM = "validFrom"
 VALID_TO = "validTo"
 
 # NSP's own code → text tables (UnitTypeMapper / SpecialityMapper), exactly as it writes them,
-# including its wrong key for ergoterapiklinik (a SNOMED description id, sor-model §5.3).
+# including its wrong key for ergoterapiklinik (a SNOMED description id,
+# docs/reference/sor-model.md §5.3).
 UNIT_TYPE_TEXTS: dict[int, str] = {
     550811000005108: "administrativ enhed",
     550871000005101: "akut modtage enhed",

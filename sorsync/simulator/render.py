@@ -1,5 +1,5 @@
 """Byte-exact rendering of KRS responses and faults, as NSP's server writes them
-(krs-protocol §4.1–§4.3 and §5).
+(docs/reference/krs-protocol.md §4.1–§4.3 and §5).
 
 Everything is built as strings, not lxml trees: a 2000-record page is rendered in a few
 milliseconds this way. Only the echoed medcom:Header goes through lxml, because it is the
@@ -41,7 +41,7 @@ XML_DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>"
 CONTENT_TYPE = "text/xml; charset=utf-8"
 FLOW_STATUS = f'<FlowStatus xmlns="{NS_MEDCOM}">flow_finalized_succesfully</FlowStatus>'
 
-# faultstrings of NSP's FaultCodes (krs-protocol §5.1)
+# faultstrings of NSP's FaultCodes (docs/reference/krs-protocol.md §5.1)
 REPLICATION_FAULT_MESSAGES: Mapping[str, str] = {
     "urn:stamdata:unauthorized-access": (
         "The provided cvr is not authorized to fetch this datatype."
@@ -52,7 +52,7 @@ REPLICATION_FAULT_MESSAGES: Mapping[str, str] = {
     "urn:stamdata:io-error": "A unexpected error occurred. Processing stopped.",
 }
 
-# faultstrings SEAL writes for the DGWS codes (krs-protocol §5.3)
+# faultstrings SEAL writes for the DGWS codes (docs/reference/krs-protocol.md §5.3)
 DGWS_FAULT_MESSAGES: Mapping[str, str] = {
     "expired_idcard": "IDCard expired.",
     "security_level_failed": "Invalid security level.",
@@ -289,7 +289,7 @@ def render_entries(
         for element, start, end, kind in fields:
             value = values.get(element)
             if value is None:
-                continue  # NULL columns are omitted (krs-protocol §4.3)
+                continue  # NULL columns are omitted (docs/reference/krs-protocol.md §4.3)
             if kind is TEXT and value.__class__ is str:
                 text = escape_text(value)
             elif kind is BIGINT and value.__class__ is int:
@@ -348,7 +348,7 @@ def _render_documents(
         )
         for name, value in row.values.items():
             if value is None:
-                continue  # NULL columns are omitted (krs-protocol §4.3)
+                continue  # NULL columns are omitted (docs/reference/krs-protocol.md §4.3)
             try:
                 tag = tags[name]
             except KeyError:  # an element outside the mapping (rows written by a test)
@@ -404,7 +404,8 @@ def render_feed(
 
 def echo_medcom_header(header: etree._Element | None) -> str:
     """The request's medcom:Header, unchanged, with FlowStatus inserted right after Linking
-    (DGWSSoapHandler's behaviour; krs-protocol §4.1). Empty when the request had none."""
+    (DGWSSoapHandler's behaviour; docs/reference/krs-protocol.md §4.1). Empty when the request had
+    none."""
     if header is None:
         return ""
     copy = etree.fromstring(etree.tostring(header))  # never touch the caller's tree
@@ -528,9 +529,9 @@ def dgws_fault(
     in_response_to: str | None = None,
     now: datetime | None = None,
 ) -> SoapFaultSpec:
-    """A DGWS error reply as SEAL writes it (krs-protocol §5.3): faultcode "Server",
-    detail/medcom:FaultCode, faultstring after detail, FlowID/InResponseToMessageID "0" unless
-    given (SEAL echoes them only for invalid_signature)."""
+    """A DGWS error reply as SEAL writes it (docs/reference/krs-protocol.md §5.3): faultcode
+    "Server", detail/medcom:FaultCode, faultstring after detail, FlowID/InResponseToMessageID
+    "0" unless given (SEAL echoes them only for invalid_signature)."""
     message = message or DGWS_FAULT_MESSAGES.get(code, "An exception was caught.")
     created = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = (

@@ -1,6 +1,7 @@
 """The simulator's SOAP server: NSP's KopiRegisterService over HTTP, serving a `Store`.
 
-`POST <SERVICE_PATH>` answers `replicate` in NSP's processing order (krs-protocol §3.5):
+`POST <SERVICE_PATH>` answers `replicate` in NSP's processing order
+(docs/reference/krs-protocol.md §3.5):
 
 1. parse the envelope (lxml, no entities, no network, DOCTYPE rejected);
 2. the optional security hook (`enforce`, plugged in by sorsync.dgws) — DGWS faults;

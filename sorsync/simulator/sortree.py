@@ -1,11 +1,12 @@
 """Streaming reader for SOR's XML snapshot (`SorTree`, namespace
-`urn:oio:sundhedsstyrelsen:organisation:1.0.0`; sor-model §2).
+`urn:oio:sundhedsstyrelsen:organisation:1.0.0`; docs/reference/sor-model.md §2).
 
 One `SorUnit` per InstitutionOwner (IE), HealthInstitution (SI) and OrganizationalUnit (OE), in
 document order, so a unit always comes after its parent. Organisational units nest to any depth.
 
 Each unit carries what it was delivered with (`postal`, `virtual`, `ean`, …) and what it
-effectively has after SOR's inheritance rules (sor-model §2.6, applied at every depth):
+effectively has after SOR's inheritance rules (docs/reference/sor-model.md §2.6, applied at
+every depth):
 postal address from the parent when absent; visiting address = own postal when absent; activity
 address = own visiting when absent; virtual address from the parent when absent; EAN from the
 parent when `EntityInheritedIndicator` is true.
@@ -113,7 +114,7 @@ class SorUnit:
     updated_at: date | None = None
     replaces: tuple[int, ...] = ()
     replaced_by: tuple[int, ...] = ()
-    # effective values after inheritance (sor-model §2.6)
+    # effective values after inheritance (docs/reference/sor-model.md §2.6)
     effective_ean: int | None = None
     effective_postal: Address | None = None
     effective_visiting: Address | None = None
@@ -325,7 +326,7 @@ def _read_unit(elem: etree._Element, level: Level, parent: SorUnit | None, depth
 
 
 def _inherit(unit: SorUnit, parent: SorUnit | None) -> None:
-    """sor-model §2.6, at every depth (not SDM4's two-level push-down)."""
+    """docs/reference/sor-model.md §2.6, at every depth (not SDM4's two-level push-down)."""
     if parent is None:
         unit.effective_ean = unit.ean
         unit.effective_postal = unit.postal

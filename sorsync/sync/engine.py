@@ -1,6 +1,6 @@
 """The sync engine: KRS pages → COPY into a staging table → merge by PID, one transaction a page.
 
-Guarantees (design.md §1):
+Guarantees (docs/reference/design.md §1):
 * *Exactly once by PID.* Every delivery is upserted by PID and the latest delivery wins, so
   replaying a page (after a crash) changes nothing, and a row touched at the source (same PID,
   newer token) is overwritten in place. Rows whose content did not change are not rewritten.

@@ -249,7 +249,7 @@ def test_children_stop_when_the_parent_is_killed(
     start_run: Callable[[dict[str, str]], Run],
 ) -> None:
     if not sys.platform.startswith("linux"):
-        pytest.skip("the parent-death signal is Linux only")  # documented in the README
+        pytest.skip("the parent-death signal is Linux only")  # documented in docs/operations.md
     sim_add_rows(SYGEHUS.key, [source_values(SYGEHUS, i) for i in range(3)])
     env = bare_env(
         SORSYNC_DATABASE_URL=empty_database_url,

@@ -114,7 +114,7 @@ def read_feed(
     url: str, key: str, *, limit: int = 2000, timeout: float = 30.0
 ) -> dict[int, FeedRow]:
     """The source's current rows of `key` by PID: every page from token 0 until an empty one,
-    a later delivery of a PID replacing the earlier one (krs-protocol §4.4)."""
+    a later delivery of a PID replacing the earlier one (docs/reference/krs-protocol.md §4.4)."""
     rows: dict[int, FeedRow] = {}
     offset = ZERO
     with requests.Session() as session:
@@ -155,7 +155,7 @@ def _value(kind: str, column: str, raw: str) -> Any:
     if kind.startswith("timestamp"):
         stamp = datetime.fromisoformat(raw)
         if column == "valid_to" and stamp.year >= 2999:
-            return None  # the open end, stored as NULL (design §5)
+            return None  # the open end, stored as NULL (docs/reference/design.md §5)
         return stamp
     return raw
 

@@ -162,7 +162,7 @@ def test_malformed_bodies_are_refused_cleanly(
     if answer.status >= 400:
         problem = json.loads(answer.body)
         assert problem["status"] == answer.status
-        # only the documented problem types (README "API"), never a generic one
+        # only the documented problem types (docs/api.md), never a generic one
         assert problem["type"].removeprefix(PROBLEM_BASE) in PROBLEM_TYPES, (name, problem)
 
 

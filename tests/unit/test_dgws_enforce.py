@@ -233,7 +233,8 @@ def test_care_provider_must_be_a_cvr(sts: SimulatedSts) -> None:
     [
         ({}, VIEW),  # unknown CVR
         ({CVR: {"sor/yder/v1"}}, VIEW),  # another view
-        ({CVR: {"sor/sygehus/v1,sor/yder/v1"}}, VIEW),  # comma lists do not work (§3.5)
+        # comma lists do not work (docs/reference/krs-protocol.md §3.5)
+        ({CVR: {"sor/sygehus/v1,sor/yder/v1"}}, VIEW),
         ({CVR: {VIEW}}, "sor/sygehus/v2"),  # the version counts
         ({"87654321": {VIEW}}, VIEW),  # another CVR's permission
     ],
@@ -254,8 +255,8 @@ def test_unauthorized_cvr(
 
 
 def test_dgws_fault_shape(sts: SimulatedSts) -> None:
-    """krs-protocol §5.3: header Security/Timestamp + medcom:Header; Fault children in order
-    faultcode, detail, faultstring."""
+    """docs/reference/krs-protocol.md §5.3: header Security/Timestamp + medcom:Header; Fault
+    children in order faultcode, detail, faultstring."""
     spec = _run(_enforcer(sts), krs_request_envelope(None))
     assert spec is not None
     root = etree.fromstring(spec.body)

@@ -88,7 +88,9 @@ def _mutations(card: etree._Element) -> list[tuple[str, etree._Element, str | No
     signature = card.find(f"{DS}Signature")
     for element in card.iter():
         if element is signature:
-            continue  # the Signature's own id is not covered by XML-DSig (see README)
+            # the enveloped Signature itself, its id too, is not signed
+            # (docs/reference/krs-protocol.md §3.2)
+            continue
         path = element.getroottree().getpath(element)
         for name in element.attrib:
             found.append((f"{path}/@{name!s}", element, str(name)))

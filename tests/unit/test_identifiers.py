@@ -4,7 +4,8 @@ import pytest
 
 from sorsync import identifiers as ids
 
-# Every SOR id in the real samples (../shared/reference/sor-xml-samples) passes.
+# Every SOR id in the real SOR samples (tests/data/sor-xml-samples and the public sources of
+# docs/reference/sor-model.md §3.1) passes.
 REAL_SOR_IDS = [
     "347801000016001",
     "347811000016004",

@@ -1,4 +1,5 @@
-"""Every fault shape of krs-protocol §5 becomes the right typed error with an actionable message."""
+"""Every fault shape of docs/reference/krs-protocol.md §5 becomes the right typed error with an
+actionable message."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from sorsync.krs.feed import parse_response
 
 
 def replication_fault(code: str, faultstring: str, *, stack_trace: bool = True) -> bytes:
-    """JAX-WS RI shape (§5.1): S:Server, faultstring, detail/krs:ReplicationFault, stack trace."""
+    """JAX-WS RI shape (docs/reference/krs-protocol.md §5.1): S:Server, faultstring,
+    detail/krs:ReplicationFault, stack trace."""
     trace = (
         f'<ns3:exception xmlns:ns3="{wire.NS_JAXWS}" class="dk.nsi.stamdata.ReplicationFault"'
         ' note="To disable this feature, set ... system property to false">'
@@ -38,7 +40,8 @@ def replication_fault(code: str, faultstring: str, *, stack_trace: bool = True) 
 
 
 def dgws_fault(code: str, faultstring: str) -> bytes:
-    """SEAL's DGWS error reply (§5.3): headers, faultcode, detail before faultstring."""
+    """SEAL's DGWS error reply (docs/reference/krs-protocol.md §5.3): headers, faultcode,
+    detail before faultstring."""
     return (
         f'<soapenv:Envelope xmlns:soapenv="{wire.NS_SOAP}" xmlns:medcom="{wire.NS_MEDCOM}"'
         f' xmlns:wsse="{wire.NS_WSSE}" xmlns:wsu="{wire.NS_WSU}" id="Envelope">'
@@ -63,7 +66,7 @@ def plain_fault(faultcode: str, faultstring: str) -> bytes:
     ).encode()
 
 
-# --- §5.1 application faults ------------------------------------------------------------------
+# --- docs/reference/krs-protocol.md §5.1 application faults ---------------------------------------
 
 
 def test_unauthorized_access() -> None:
@@ -126,7 +129,7 @@ def test_invalid_offset_message_names_the_offset() -> None:
         parse_response(body, 500, SYGEHUS, offset="12ab")
 
 
-# --- §5.2 plain SOAP faults -------------------------------------------------------------------
+# --- docs/reference/krs-protocol.md §5.2 plain SOAP faults ----------------------------------------
 
 
 def test_schema_validation_fault_is_a_soap_fault() -> None:
@@ -148,7 +151,7 @@ def test_server_exception_is_a_soap_fault() -> None:
     assert not isinstance(info.value, ReplicationFault | DgwsFault)
 
 
-# --- §5.3 DGWS faults -------------------------------------------------------------------------
+# --- docs/reference/krs-protocol.md §5.3 DGWS faults ----------------------------------------------
 
 
 @pytest.mark.parametrize(

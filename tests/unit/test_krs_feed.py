@@ -1,4 +1,5 @@
-"""The Atom feed parser against real captures and hand-built SOR feeds (krs-protocol §4)."""
+"""The Atom feed parser against real captures and hand-built SOR feeds
+(docs/reference/krs-protocol.md §4)."""
 
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def test_capture_parsed_with_the_wrong_datatype_names_both_namespaces() -> None:
     assert info.value.transient is False
 
 
-# --- hand-built SOR feeds (krs-protocol §4.2, §4.5) --------------------------------------------
+# --- hand-built SOR feeds (docs/reference/krs-protocol.md §4.2, §4.5) ---------------------------
 
 
 def sor_entry(token: str, record: str, *, updated: str = "2013-05-29T10:00:00.000Z") -> str:
@@ -259,7 +260,7 @@ def test_empty_feed_is_an_empty_page() -> None:
 
 
 def test_long_pid_tokens() -> None:
-    token = "1369821600" + "12345678901"  # 21 digits: PIDs beyond 10 digits still work (§4.4)
+    token = "1369821600" + "12345678901"  # 21 digits (docs/reference/krs-protocol.md §4.4)
     (entry,) = parse_response(sor_response(sor_entry(token, CLOSED)), 200, SYGEHUS).entries
     assert entry.pid == 12345678901
     assert entry.token == token

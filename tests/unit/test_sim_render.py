@@ -1,4 +1,4 @@
-"""Rendering of KRS responses and faults (krs-protocol §4–§5), byte-level."""
+"""Rendering of KRS responses and faults (docs/reference/krs-protocol.md §4–§5), byte-level."""
 
 from __future__ import annotations
 

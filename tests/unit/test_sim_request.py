@@ -1,4 +1,5 @@
-"""Request validation of the simulator: schema check, offsets, envelope parsing (§3.4–§3.5)."""
+"""Request validation of the simulator: schema check, offsets, envelope parsing
+(docs/reference/krs-protocol.md §3.4–§3.5)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The KRS service contract as package data: WSDL, the request/response XSD, DGWS header XSDs.
 
-Written for sorsync from the published contract (krs-protocol §2–§3, §5.1). The client loads the
-WSDL locally (never from the server); the simulator serves `wsdl_bytes(its_url)` on `GET …?wsdl`.
+Written for sorsync from the published contract (docs/reference/krs-protocol.md §2–§3, §5.1).
+The client loads the WSDL locally (never from the server); the simulator serves
+`wsdl_bytes(its_url)` on `GET …?wsdl`.
 """
 
 from __future__ import annotations
