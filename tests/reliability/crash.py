@@ -46,7 +46,7 @@ class CrashConfig:
     changes: tuple[int, int] = (60, 240)  # source changes before a trial (min, max)
     tamper: float = 0.5  # chance of tampering with the replica before a full trial
     aim_swap: float = 0.35  # chance of aiming a full trial's kill at the swap
-    keys: tuple[str, ...] = oracle.SOR_KEYS
+    keys: tuple[str, ...] = (*oracle.SOR_KEYS, *oracle.SOR2_KEYS)
 
 
 @dataclass(slots=True)
@@ -120,14 +120,20 @@ def tamper(engine: Engine, rng: random.Random, keys: tuple[str, ...]) -> list[st
             if len(pids) < 3:
                 continue
             a, b = rng.sample(list(pids), 2)
-            conn.execute(
-                text(f"UPDATE {table} SET navn = navn || ' (manipuleret)' WHERE pid = :p"), {"p": a}
+            whole = key in oracle.SOR2_KEYS  # a record kept whole, in jsonb
+            change = (
+                'record = record || \'{"EntityName": "manipuleret"}\''
+                if whole
+                else "navn = navn || ' (manipuleret)'"
             )
+            conn.execute(text(f"UPDATE {table} SET {change} WHERE pid = :p"), {"p": a})
             conn.execute(text(f"DELETE FROM {table} WHERE pid = :p"), {"p": b})
+            made_up = "record" if whole else "navn"
+            value = '\'{"EntityName": "opdigtet"}\'' if whole else "'opdigtet'"
             conn.execute(
                 text(
-                    f"INSERT INTO {table} (pid, modified_at, token, navn)"
-                    " VALUES (:p, now(), '99999999990000000000', 'opdigtet')"
+                    f"INSERT INTO {table} (pid, modified_at, token, {made_up})"
+                    f" VALUES (:p, now(), '99999999990000000000', {value})"
                 ),
                 {"p": 9_000_000_000 + a},
             )
@@ -237,6 +243,7 @@ def run_trial(
         source.url,
         SORSYNC_KRS_PAGE_SIZE=str(config.page_size),
         SORSYNC_KRS_TIMEOUT="10",
+        SORSYNC_KRS_DATATYPES=",".join(config.keys),
     )
     args = ["sync", "--json"] + (["--full"] if kind == "full" else [])
     last_id = _max_run_id(engine)
@@ -323,7 +330,12 @@ def calibrate(
     source: GeneratedSource, engine: Engine, database_url: str, workdir: Path, config: CrashConfig
 ) -> float:
     """Run the first full sync uninterrupted (with the page delay); seconds per source row."""
-    env = cli_env(database_url, source.url, SORSYNC_KRS_PAGE_SIZE=str(config.page_size))
+    env = cli_env(
+        database_url,
+        source.url,
+        SORSYNC_KRS_PAGE_SIZE=str(config.page_size),
+        SORSYNC_KRS_DATATYPES=",".join(config.keys),
+    )
     source.handle.faults.random(1.0, 0, kinds=[{"kind": "delay", "seconds": config.page_delay}])
     try:
         done = run_sorsync(["sync", "--full", "--json"], env, workdir)

@@ -30,11 +30,13 @@ SOR_KEYS = (
     "sor/yder/v1",
     "sor/apotek/v1",
 )
+# SOR2 (registerVersion 2): each record is stored whole, as jsonb in column `record`.
+SOR2_KEYS = ("sor/v2/sorentity/v1", "sor/v2/shaksormap/v1", "sor/v2/sorreplacedentity/v1")
 
 _ENVELOPE = (
     '<S:Envelope xmlns:S="{soap}"><S:Body><k:ReplicationRequest xmlns:k="{krs}">'
     "<register>{register}</register><datatype>{datatype}</datatype><version>{version}</version>"
-    "<offset>{offset}</offset><maxRecords>{limit}</maxRecords>"
+    "{register_version}<offset>{offset}</offset><maxRecords>{limit}</maxRecords>"
     "</k:ReplicationRequest></S:Body></S:Envelope>"
 )
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
@@ -50,11 +52,23 @@ class FeedRow:
     token: str
     updated: str  # atom:updated as sent
     elements: dict[str, str]  # record children by local name → text
+    namespace: str = ""  # of the record element
+
+
+def split_key(key: str) -> tuple[str, str, str, str]:
+    """(register, register version, datatype, version) of `register[/vR]/datatype/vN`."""
+    parts = key.split("/")
+    if len(parts) == 3:
+        return parts[0], "v1", parts[1], parts[2]
+    register, register_version, datatype, version = parts
+    return register, register_version, datatype, version
 
 
 def table_name(key: str) -> str:
-    register, datatype, version = key.split("/")
-    return f"{register}_{datatype}_{version}"
+    register, register_version, datatype, version = split_key(key)
+    if register_version == "v1":
+        return f"{register}_{datatype}_{version}"
+    return f"{register}_{register_version}_{datatype}_{version}"
 
 
 def column_of(element: str) -> str:
@@ -68,13 +82,18 @@ def _parser() -> etree.XMLParser:
 def fetch_page(
     session: requests.Session, url: str, key: str, offset: str, limit: int, timeout: float
 ) -> list[FeedRow]:
-    register, datatype, version = key.split("/")
+    register, register_version, datatype, version = split_key(key)
     body = _ENVELOPE.format(
         soap=SOAP,
         krs=KRS,
         register=register,
         datatype=datatype,
         version=version.removeprefix("v"),
+        register_version=(
+            ""
+            if register_version == "v1"
+            else f"<registerVersion>{register_version[1:]}</registerVersion>"
+        ),
         offset=offset,
         limit=limit,
     ).encode()
@@ -104,9 +123,9 @@ def fetch_page(
             for child in records[0]
             if isinstance(child.tag, str)
         }
-        rows.append(
-            FeedRow(int(token[10:]), token, entry.findtext(f"{{{ATOM}}}updated") or "", elements)
-        )
+        updated = entry.findtext(f"{{{ATOM}}}updated") or ""
+        namespace = etree.QName(records[0]).namespace or ""
+        rows.append(FeedRow(int(token[10:]), token, updated, elements, namespace))
     return rows
 
 
@@ -164,7 +183,18 @@ def expected_rows(
     feed: Mapping[int, FeedRow], types: Mapping[str, str]
 ) -> dict[int, dict[str, Any]]:
     """What each replica row must hold for the feed: every column, plus `extra` for elements
-    that have no column."""
+    that have no column; for a table that keeps records whole, the record and its namespace."""
+    if "record" in types:
+        return {
+            pid: {
+                "pid": pid,
+                "token": row.token,
+                "modified_at": datetime.fromisoformat(row.updated),
+                "record_namespace": row.namespace or None,
+                "record": dict(row.elements),
+            }
+            for pid, row in feed.items()
+        }
     data_columns = [c for c in types if c not in ("pid", "modified_at", "token", "extra")]
     out: dict[int, dict[str, Any]] = {}
     for pid, row in feed.items():
@@ -192,8 +222,10 @@ def replica_in(conn: Connection, key: str) -> dict[int, dict[str, Any]]:
 
 
 def tokens_in(conn: Connection) -> dict[str, str | None]:
-    result = conn.execute(text("SELECT register, datatype, version, token FROM krs.sync_state"))
-    return {f"{r}/{d}/v{v}": t for r, d, v, t in result}
+    result = conn.execute(
+        text("SELECT register, register_version, datatype, version, token FROM krs.sync_state")
+    )
+    return {(f"{r}/{d}/v{v}" if rv == 1 else f"{r}/v{rv}/{d}/v{v}"): t for r, rv, d, v, t in result}
 
 
 def replica(engine: Engine, key: str) -> dict[int, dict[str, Any]]:
