@@ -63,6 +63,7 @@ $$""",
 CREATE FUNCTION sor.as_date(v text) RETURNS date
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 SELECT CASE
+  WHEN v IS NULL THEN NULL  -- before LEAST below, which would turn a NULL into its bound
   WHEN btrim(v) !~ '^{_DATE}({_TIME}{_OFFSET}?)?$' OR NOT sor.starts_with_date(btrim(v))
     THEN NULL
   WHEN btrim(v) ~ '{_OFFSET}$' AND length(btrim(v)) > 10
@@ -77,6 +78,7 @@ $$""",
 CREATE FUNCTION sor.as_timestamptz(v text) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 SELECT CASE
+  WHEN v IS NULL THEN NULL  -- before LEAST below, which would turn a NULL into its bound
   WHEN btrim(v) !~ '^{_DATE}({_TIME}{_OFFSET}?)?$' OR NOT sor.starts_with_date(btrim(v))
     THEN NULL
   WHEN length(btrim(v)) = 10

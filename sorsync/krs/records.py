@@ -5,7 +5,8 @@ nothing a source sends is lost however its field lists differ from what we expec
 
 * an element with only text is its text (`""` when empty; `null` for `xsi:nil="true"`);
 * an element with child elements or attributes is an object: children by name, attributes as
-  `@name`, and any text beside the children as `#text`;
+  `@name` (`@{namespace}name` when qualified by another namespace), and any text beside the
+  children as `#text`;
 * a name that repeats becomes a list of its values, in document order;
 * a child in the record's own namespace is named by its local name; in any other namespace by
   `{namespace}local`, so nothing is merged by accident.
@@ -86,7 +87,9 @@ def _value(el: etree._Element, namespace: str, depth: int, where: str) -> Any:
         return None
     out: dict[str, Any] = {}
     for name, attribute in attributes.items():
-        out["@" + _name(str(name), namespace)] = attribute
+        ns, local = split_tag(str(name))
+        # An attribute without a prefix has no namespace at all: it is the element's own.
+        out["@" + (local if ns in ("", namespace) else f"{{{ns}}}{local}")] = attribute
     text = el.text
     # Indentation between children is not content; text beside attributes alone is.
     if text is not None and (not children or text.strip()):
