@@ -11,8 +11,8 @@ import pytest
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, text
 
-from sorsync.lookup import units as q
 from sorsync.db import views
+from sorsync.lookup import units as q
 from sorsync.mapping import default_mapping
 from tests.fixtures.api import empty_replica
 
