@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     krs_url: str | None = Field(
         default=None, description="KRS endpoint URL; unset → built-in simulator"
     )
+    # The built-in simulator and its fictive data: asked for here (or `--demo`), or implied when
+    # neither a database nor a KRS URL is configured (see `demo_mode`).
+    demo: bool = Field(default=False, description="1/true or 0/false")
+    # Set by `sorsync run --demo` for its children: the URL of the simulator it started.
+    demo_krs_url: str | None = None
     # Empty = the default set: SOR2 against a configured KRS, SOR2 and v1 in the demo.
     krs_datatypes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
@@ -102,7 +107,7 @@ class Settings(BaseSettings):
         # One driver everywhere: psycopg 3 (COPY, server-side cursors, pipeline mode).
         return f"postgresql+psycopg://{rest}"
 
-    @field_validator("krs_url", "sts_url")
+    @field_validator("krs_url", "sts_url", "demo_krs_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -142,12 +147,33 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def demo_mode(self) -> bool:
+        """Syncing from the built-in simulator's fictive data: asked for, or nothing configured."""
+        return self.demo or (self.database_url is None and self.krs_url is None)
+
+    def source_problem(self) -> str | None:
+        """One line saying what to set when no KRS source follows from the configuration (a
+        configured database never silently gets the fictive demo data); None when one does."""
+        if self.demo and self.krs_url is not None:
+            return (
+                "SORSYNC_DEMO (or --demo) and SORSYNC_KRS_URL are both set: the demo syncs the"
+                " built-in simulator's fictive data — unset one of them"
+            )
+        if self.krs_url is None and not self.demo_mode:
+            return (
+                "SORSYNC_DATABASE_URL is set but SORSYNC_KRS_URL is not: set SORSYNC_KRS_URL to"
+                " the KopiRegisterService endpoint, or SORSYNC_DEMO=1 (--demo) to load the"
+                " fictive demo data into this database"
+            )
+        return None
+
+    @property
     def datatype_keys(self) -> tuple[str, ...]:
         """The configured datatypes, or the default set: SOR2 from a configured KRS; SOR2 and
         the v1 views from the built-in simulator (the demo serves both from one tree)."""
         if self.krs_datatypes:
             return self.krs_datatypes
-        if self.krs_url is not None:
+        if self.krs_url is not None and not self.demo:
             return datatypes.DEFAULT_DATATYPES
         return datatypes.DEMO_DATATYPES
 

@@ -25,4 +25,5 @@ app.add_typer(db_app, name="db")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_FOREIGN_SOURCE = 3  # the replica is bound to another KRS source: `sorsync sync --full`
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock
