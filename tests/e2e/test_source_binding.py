@@ -151,7 +151,7 @@ def test_a_scheduled_full_does_not_rebind(
     runs = run_count(clean_db)
     for kind in ("delta", "full"):
         with pytest.raises(ForeignSource, match="sorsync sync --full"):
-            run_or_raise(clean_db, settings_b, kind, krs_url=other_simulator.url)  # type: ignore[arg-type]
+            run_or_raise(clean_db, settings_b, kind, krs_url=other_simulator.url)
     assert run_count(clean_db) == runs
     assert len(replica_rows(clean_db, SYGEHUS)) == 3
 
