@@ -6,10 +6,13 @@ the variable and what is allowed; the CLI prints that line and exits with status
 
 from __future__ import annotations
 
+import difflib
 import functools
+import os
 import re
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -75,6 +78,10 @@ class Settings(BaseSettings):
         default=10_000, ge=0, le=1_000_000, description="an integer from 0 to 1000000"
     )
     test_database_url: str | None = None
+    # Read by sorsync.logs.configure from the environment (logging starts before settings).
+    log_level: Literal["debug", "info", "warning", "error"] | None = Field(
+        default=None, description="debug, info, warning or error"
+    )
 
     @field_validator("krs_datatypes", mode="before")
     @classmethod
@@ -189,7 +196,46 @@ class Settings(BaseSettings):
 _SECRET_FIELDS = {"cert_password"}
 
 
-def _describe(error: ErrorDetails) -> str:
+# SORSYNC_ variables that are not settings but are read elsewhere (or by a build step).
+OTHER_VARIABLES = frozenset(
+    {
+        "SORSYNC_RUN_PARENT",  # sorsync.cli.run, for its children
+        "SORSYNC_NO_EXTENSION",  # setup.py: build without the compiled module
+        "SORSYNC_MAPPING_FILE",  # sorsync.mapping's override file
+        "SORSYNC_FUZZ_EXAMPLES",  # tests/reliability/test_hostile_api.py
+    }
+)
+
+
+def known_variables() -> frozenset[str]:
+    return frozenset(ENV_PREFIX + name.upper() for name in Settings.model_fields) | OTHER_VARIABLES
+
+
+def _dotenv() -> dict[str, str]:
+    """The variables `.env` (in the working directory, as Settings reads it) sets, upper-cased."""
+    from dotenv import dotenv_values
+
+    path = Path(".env")  # Settings.model_config's env_file
+    if not path.is_file():
+        return {}
+    return {k.upper(): v or "" for k, v in dotenv_values(path).items()}
+
+
+def unknown_variable_warnings() -> list[str]:
+    """One line per SORSYNC_ variable (environment or .env) that nothing reads: a typo, most
+    likely, which would otherwise leave its setting silently at the default."""
+    known = known_variables()
+    names = {k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX)}
+    names |= {k for k in _dotenv() if k.startswith(ENV_PREFIX)}
+    lines = []
+    for name in sorted(names - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"warning: {name} is not a sorsync setting and is ignored{hint}")
+    return lines
+
+
+def _describe(error: ErrorDetails, dotenv: dict[str, str]) -> str:
     field = str(error["loc"][0]) if error.get("loc") else "?"
     variable = ENV_PREFIX + field.upper()
     given = "" if field in _SECRET_FIELDS else f"={error.get('input')!s}"
@@ -197,7 +243,9 @@ def _describe(error: ErrorDetails) -> str:
     description = info.description if info else None
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     allowed = f" (allowed: {description})" if description and error["type"] != "value_error" else ""
-    return f"invalid configuration: {variable}{given}: {message}{allowed}"
+    environ = {k.upper() for k in os.environ}
+    origin = " (read from .env)" if variable not in environ and variable in dotenv else ""
+    return f"invalid configuration: {variable}{given}{origin}: {message}{allowed}"
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -205,10 +253,20 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(e) for e in exc.errors())) from None
+        dotenv = _dotenv()
+        raise ConfigError("\n".join(_describe(e, dotenv) for e in exc.errors())) from None
 
 
 @functools.cache
 def get_settings() -> Settings:
-    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
-    return load_settings()
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`). Warns once
+    per process, on stderr, about SORSYNC_ variables nothing reads."""
+    settings = load_settings()
+    _warn_unknown_variables()
+    return settings
+
+
+@functools.cache
+def _warn_unknown_variables() -> None:
+    for line in unknown_variable_warnings():
+        print(line, file=sys.stderr)  # noqa: T201 - before logging is configured, for people

