@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -22,6 +22,18 @@ from sorsync import datatypes
 from sorsync.mapping import SorMapping, load_mapping
 
 ENV_PREFIX = "SORSYNC_"
+
+# NSP's public test environments (cNSP): SORSYNC_NSP_ENVIRONMENT fills the KRS and STS URLs.
+# Production URLs come with the Sundhedsdatanet agreement and are always set explicitly.
+_NSP_HOST = "http://{env}-cnsp.ekstern-test.nspop.dk:8080"
+NSP_ENVIRONMENTS: dict[str, dict[str, str]] = {
+    env: {
+        "krs_url": _NSP_HOST.format(env=env)
+        + "/stamdata-batch-copy-ws/service/StamdataReplication",
+        "sts_url": _NSP_HOST.format(env=env) + "/sts/services/NewSecurityTokenService",
+    }
+    for env in ("test1", "test2")
+}
 
 
 class ConfigError(Exception):
@@ -42,6 +54,10 @@ class Settings(BaseSettings):
     )
     krs_url: str | None = Field(
         default=None, description="KRS endpoint URL; unset → built-in simulator"
+    )
+    # A preset for krs_url and sts_url (NSP_ENVIRONMENTS); explicit URLs win.
+    nsp_environment: Literal["test1", "test2"] | None = Field(
+        default=None, description="test1 or test2"
     )
     # The built-in simulator and its fictive data: asked for here (or `--demo`), or implied when
     # neither a database nor a KRS URL is configured (see `demo_mode`).
@@ -82,6 +98,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] | None = Field(
         default=None, description="debug, info, warning or error"
     )
+
+    @field_validator("nsp_environment", mode="before")
+    @classmethod
+    def _lower_environment(cls, value: Any) -> Any:
+        return value.strip().lower() or None if isinstance(value, str) else value
 
     @field_validator("krs_datatypes", mode="before")
     @classmethod
@@ -152,6 +173,16 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no readable file at {value}")
         return value
+
+    @model_validator(mode="after")
+    def _nsp_preset(self) -> Settings:
+        if self.nsp_environment is not None:
+            preset = NSP_ENVIRONMENTS[self.nsp_environment]
+            if self.krs_url is None:
+                self.krs_url = preset["krs_url"]
+            if self.sts_url is None:
+                self.sts_url = preset["sts_url"]
+        return self
 
     @property
     def demo_mode(self) -> bool:
