@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL URL; unset → embedded PostgreSQL"
     )
     krs_url: str | None = Field(
-        default=None, description="KRS endpoint URL; unset → built-in simulator"
+        default=None,
+        description="KRS endpoint URL; unset → built-in simulator when no database is set either",
     )
     # A preset for krs_url and sts_url (NSP_ENVIRONMENTS); explicit URLs win.
     nsp_environment: Literal["test1", "test2"] | None = Field(

@@ -258,9 +258,7 @@ def status_command(
     if report.data_age_seconds is None:
         lines[0] += " — run `sorsync sync` (or `sorsync sync --full`)"
     if report.fictive:
-        lines.insert(
-            0, "FICTIVE DATA: this replica holds the built-in simulator's demo data, not SOR"
-        )
+        lines[0] += " — FICTIVE demo data from the built-in simulator, not SOR"
     lines.append(f"{'datatype':<28} {'rows':>9}  {'last success':<25} {'token':<21} last error")
     for d in report.datatypes:
         success = d.last_success_at.isoformat(timespec="seconds") if d.last_success_at else "-"

@@ -74,7 +74,7 @@ def test_demo_when_asked_for_is_marked_fictive(
     assert st["source"] == f"{simulator_identity()} {SYGEHUS.key}"
     assert report["last_run"]["source"] == simulator_identity()
     human = sorsync(["status"], env, tmp_path).stdout
-    assert human.startswith("FICTIVE DATA")
+    assert "FICTIVE demo data" in human.splitlines()[0]
     assert f"source: {simulator_identity()}" in human
 
 
