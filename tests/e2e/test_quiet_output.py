@@ -67,11 +67,14 @@ def test_an_invalid_value_from_dotenv_says_so(database_url: str, tmp_path: Path)
 
 
 def test_embedded_postgres_is_quiet_unless_debug(database_url: str, tmp_path: Path) -> None:
-    env = cli_env(database_url, "http://127.0.0.1:9/unused", XDG_DATA_HOME=str(tmp_path / "data"))
-    del env["SORSYNC_DATABASE_URL"]
-    quiet = sorsync(["db", "upgrade"], env, tmp_path, timeout=120)
-    assert quiet.returncode == 0, quiet.stderr
-    assert "embedded_postgres" not in quiet.stderr
-    loud = sorsync(["db", "upgrade"], {**env, "SORSYNC_LOG_LEVEL": "debug"}, tmp_path, timeout=120)
-    assert loud.returncode == 0, loud.stderr
-    assert "embedded_postgres" in loud.stderr
+    # Each run gets a data directory of its own: a fresh server always narrates its start
+    # (joining a running one may not).
+    def upgrade(where: str, **extra: str) -> str:
+        env = cli_env(database_url, "http://127.0.0.1:9/unused", XDG_DATA_HOME=where, **extra)
+        del env["SORSYNC_DATABASE_URL"]
+        done = sorsync(["db", "upgrade"], env, tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert "embedded_postgres" in upgrade(str(tmp_path / "loud"), SORSYNC_LOG_LEVEL="debug")
+    assert "embedded_postgres" not in upgrade(str(tmp_path / "quiet"))
