@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 import sorsync
-from api import problems
+from api import docs, problems
 from api.caching import CachedLookups, ResponseCache
 from api.database import Database
 from api.metrics import MetricsMiddleware, make_metrics
@@ -130,7 +130,11 @@ def create_app(
         # OpenTelemetry would otherwise look for configured providers on every request
         # (~4 % of a cached lookup's CPU).
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Served from local assets by api.docs, not FastAPI's CDN-linked pages.
+        docs_url=None,
+        redoc_url=None,
     )
+    docs.install(app)
     app.state.db = db
     app.state.settings = settings
     app.state.metrics = metrics

@@ -210,6 +210,11 @@ class DatatypeStatusOut(BaseModel):
         description="SOR2: fields of the last sync with records that differ from the mapping"
         " (mapped_not_seen, seen_not_mapped); null when nothing was compared.",
     )
+    source: str | None = Field(
+        description="The source the replica is bound to: KRS endpoint and datatype key, or"
+        " `simulator:…` for the built-in simulator; null = never synced."
+    )
+    fictive: bool = Field(description="The built-in simulator's fictive demo data.")
 
 
 class RunOut(BaseModel):
@@ -221,6 +226,7 @@ class RunOut(BaseModel):
     pages: int
     records: int
     error: str | None
+    source: str | None = Field(description="The source the run read (null: unrecorded).")
 
 
 class StatusResponse(BaseModel):
@@ -228,6 +234,10 @@ class StatusResponse(BaseModel):
         description="Id of the last successful sync run (what ETags are derived from)."
     )
     as_of: dt.datetime
+    fictive: bool = Field(
+        description="True when any replicated data is the built-in simulator's fictive demo"
+        " data, not SOR."
+    )
     last_success_at: dt.datetime | None = Field(
         description="Oldest of the datatypes' last successful syncs."
     )

@@ -54,12 +54,16 @@ MEANINGS: dict[str, str] = {
     "api_cache_entries": "SHAK and SOR answers each API worker keeps in memory",
     "test_database_url": "the PostgreSQL server the test suite creates its databases on",
     "mapping_file": "which record elements become which columns of the SOR2 views",
+    "demo": "sync the built-in simulator's fictive demo data (as `--demo`)",
+    "demo_krs_url": "set by `sorsync run` for its children: the simulator it started",
+    "log_level": "the log level (debug also shows the embedded PostgreSQL's INFO lines)",
+    "nsp_environment": "fills SORSYNC_KRS_URL and SORSYNC_STS_URL with NSP's public test hosts",
 }
 
 # Defaults that mean something more than their value.
 DEFAULT_NOTES: dict[str, str] = {
     "database_url": "unset: embedded PostgreSQL",
-    "krs_url": "unset: built-in simulator, fictive data",
+    "krs_url": "unset: refused with a database set; the demo's simulator when nothing is set",
     "krs_datatypes": "unset: SOR2 from NSP; SOR2 and the five v1 views in the demo",
     "test_database_url": "unset: embedded PostgreSQL",
 }

@@ -6,12 +6,15 @@ the variable and what is allowed; the CLI prints that line and exits with status
 
 from __future__ import annotations
 
+import difflib
 import functools
+import os
 import re
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -19,6 +22,18 @@ from sorsync import datatypes
 from sorsync.mapping import SorMapping, load_mapping
 
 ENV_PREFIX = "SORSYNC_"
+
+# NSP's public test environments (cNSP): SORSYNC_NSP_ENVIRONMENT fills the KRS and STS URLs.
+# Production URLs come with the Sundhedsdatanet agreement and are always set explicitly.
+_NSP_HOST = "http://{env}-cnsp.ekstern-test.nspop.dk:8080"
+NSP_ENVIRONMENTS: dict[str, dict[str, str]] = {
+    env: {
+        "krs_url": _NSP_HOST.format(env=env)
+        + "/stamdata-batch-copy-ws/service/StamdataReplication",
+        "sts_url": _NSP_HOST.format(env=env) + "/sts/services/NewSecurityTokenService",
+    }
+    for env in ("test1", "test2")
+}
 
 
 class ConfigError(Exception):
@@ -38,8 +53,18 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL URL; unset → embedded PostgreSQL"
     )
     krs_url: str | None = Field(
-        default=None, description="KRS endpoint URL; unset → built-in simulator"
+        default=None,
+        description="KRS endpoint URL; unset → built-in simulator when no database is set either",
     )
+    # A preset for krs_url and sts_url (NSP_ENVIRONMENTS); explicit URLs win.
+    nsp_environment: Literal["test1", "test2"] | None = Field(
+        default=None, description="test1 or test2"
+    )
+    # The built-in simulator and its fictive data: asked for here (or `--demo`), or implied when
+    # neither a database nor a KRS URL is configured (see `demo_mode`).
+    demo: bool = Field(default=False, description="1/true or 0/false")
+    # Set by `sorsync run --demo` for its children: the URL of the simulator it started.
+    demo_krs_url: str | None = None
     # Empty = the default set: SOR2 against a configured KRS, SOR2 and v1 in the demo.
     krs_datatypes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
@@ -70,6 +95,15 @@ class Settings(BaseSettings):
         default=10_000, ge=0, le=1_000_000, description="an integer from 0 to 1000000"
     )
     test_database_url: str | None = None
+    # Read by sorsync.logs.configure from the environment (logging starts before settings).
+    log_level: Literal["debug", "info", "warning", "error"] | None = Field(
+        default=None, description="debug, info, warning or error"
+    )
+
+    @field_validator("nsp_environment", mode="before")
+    @classmethod
+    def _lower_environment(cls, value: Any) -> Any:
+        return value.strip().lower() or None if isinstance(value, str) else value
 
     @field_validator("krs_datatypes", mode="before")
     @classmethod
@@ -102,7 +136,7 @@ class Settings(BaseSettings):
         # One driver everywhere: psycopg 3 (COPY, server-side cursors, pipeline mode).
         return f"postgresql+psycopg://{rest}"
 
-    @field_validator("krs_url", "sts_url")
+    @field_validator("krs_url", "sts_url", "demo_krs_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -141,13 +175,44 @@ class Settings(BaseSettings):
             raise ValueError(f"no readable file at {value}")
         return value
 
+    @model_validator(mode="after")
+    def _nsp_preset(self) -> Settings:
+        if self.nsp_environment is not None:
+            preset = NSP_ENVIRONMENTS[self.nsp_environment]
+            if self.krs_url is None:
+                self.krs_url = preset["krs_url"]
+            if self.sts_url is None:
+                self.sts_url = preset["sts_url"]
+        return self
+
+    @property
+    def demo_mode(self) -> bool:
+        """Syncing from the built-in simulator's fictive data: asked for, or nothing configured."""
+        return self.demo or (self.database_url is None and self.krs_url is None)
+
+    def source_problem(self) -> str | None:
+        """One line saying what to set when no KRS source follows from the configuration (a
+        configured database never silently gets the fictive demo data); None when one does."""
+        if self.demo and self.krs_url is not None:
+            return (
+                "SORSYNC_DEMO (or --demo) and SORSYNC_KRS_URL are both set: the demo syncs the"
+                " built-in simulator's fictive data — unset one of them"
+            )
+        if self.krs_url is None and not self.demo_mode:
+            return (
+                "SORSYNC_DATABASE_URL is set but SORSYNC_KRS_URL is not: set SORSYNC_KRS_URL to"
+                " the KopiRegisterService endpoint, or SORSYNC_DEMO=1 (--demo) to load the"
+                " fictive demo data into this database"
+            )
+        return None
+
     @property
     def datatype_keys(self) -> tuple[str, ...]:
         """The configured datatypes, or the default set: SOR2 from a configured KRS; SOR2 and
         the v1 views from the built-in simulator (the demo serves both from one tree)."""
         if self.krs_datatypes:
             return self.krs_datatypes
-        if self.krs_url is not None:
+        if self.krs_url is not None and not self.demo:
             return datatypes.DEFAULT_DATATYPES
         return datatypes.DEMO_DATATYPES
 
@@ -163,7 +228,46 @@ class Settings(BaseSettings):
 _SECRET_FIELDS = {"cert_password"}
 
 
-def _describe(error: ErrorDetails) -> str:
+# SORSYNC_ variables that are not settings but are read elsewhere (or by a build step).
+OTHER_VARIABLES = frozenset(
+    {
+        "SORSYNC_RUN_PARENT",  # sorsync.cli.run, for its children
+        "SORSYNC_NO_EXTENSION",  # setup.py: build without the compiled module
+        "SORSYNC_MAPPING_FILE",  # sorsync.mapping's override file
+        "SORSYNC_FUZZ_EXAMPLES",  # tests/reliability/test_hostile_api.py
+    }
+)
+
+
+def known_variables() -> frozenset[str]:
+    return frozenset(ENV_PREFIX + name.upper() for name in Settings.model_fields) | OTHER_VARIABLES
+
+
+def _dotenv() -> dict[str, str]:
+    """The variables `.env` (in the working directory, as Settings reads it) sets, upper-cased."""
+    from dotenv import dotenv_values
+
+    path = Path(".env")  # Settings.model_config's env_file
+    if not path.is_file():
+        return {}
+    return {k.upper(): v or "" for k, v in dotenv_values(path).items()}
+
+
+def unknown_variable_warnings() -> list[str]:
+    """One line per SORSYNC_ variable (environment or .env) that nothing reads: a typo, most
+    likely, which would otherwise leave its setting silently at the default."""
+    known = known_variables()
+    names = {k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX)}
+    names |= {k for k in _dotenv() if k.startswith(ENV_PREFIX)}
+    lines = []
+    for name in sorted(names - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"warning: {name} is not a sorsync setting and is ignored{hint}")
+    return lines
+
+
+def _describe(error: ErrorDetails, dotenv: dict[str, str]) -> str:
     field = str(error["loc"][0]) if error.get("loc") else "?"
     variable = ENV_PREFIX + field.upper()
     given = "" if field in _SECRET_FIELDS else f"={error.get('input')!s}"
@@ -171,7 +275,9 @@ def _describe(error: ErrorDetails) -> str:
     description = info.description if info else None
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     allowed = f" (allowed: {description})" if description and error["type"] != "value_error" else ""
-    return f"invalid configuration: {variable}{given}: {message}{allowed}"
+    environ = {k.upper() for k in os.environ}
+    origin = " (read from .env)" if variable not in environ and variable in dotenv else ""
+    return f"invalid configuration: {variable}{given}{origin}: {message}{allowed}"
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -179,10 +285,20 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(e) for e in exc.errors())) from None
+        dotenv = _dotenv()
+        raise ConfigError("\n".join(_describe(e, dotenv) for e in exc.errors())) from None
 
 
 @functools.cache
 def get_settings() -> Settings:
-    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
-    return load_settings()
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`). Warns once
+    per process, on stderr, about SORSYNC_ variables nothing reads."""
+    settings = load_settings()
+    _warn_unknown_variables()
+    return settings
+
+
+@functools.cache
+def _warn_unknown_variables() -> None:
+    for line in unknown_variable_warnings():
+        print(line, file=sys.stderr)  # noqa: T201 - before logging is configured, for people

@@ -84,6 +84,12 @@ def sor_id_problem(value: str) -> str | None:
 _SHAK = re.compile(r"[0-9A-Z]{4}(?:[0-9A-Z]{2}[0-9A-Z]?)?")
 
 
+def normalise_shak(value: str) -> str:
+    """SHAK codes as people type them: lower-case letters are the same code (`157501n`).
+    ASCII only: str.upper() would turn "ß" into "SS" and make a valid-looking code of it."""
+    return value.upper() if value.isascii() else value
+
+
 def shak_problem(value: str) -> str | None:
     if not _SHAK.fullmatch(value):
         return "a SHAK code is 4, 6 or 7 characters of 0-9 and A-Z"

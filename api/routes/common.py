@@ -36,7 +36,8 @@ def problem_responses(*statuses: int, media_type: str = PROBLEM_JSON) -> dict[in
 LOOKUP_ERRORS = problem_responses(304, 404, 422, 503)
 
 SOR_ID_PATTERN = r"^[1-9][0-9]{0,7}100001600[0-9]$"
-SHAK_PATTERN = r"^[0-9A-Z]{4}([0-9A-Z]{2}[0-9A-Z]?)?$"
+# Lower-case letters are accepted too and normalised (sorsync.identifiers.normalise_shak).
+SHAK_PATTERN = r"^[0-9A-Za-z]{4}([0-9A-Za-z]{2}[0-9A-Za-z]?)?$"
 GLN_PATTERN = r"^[0-9]{13}$"
 YDER_PATTERN = r"^[0-9]{1,9}$"
 

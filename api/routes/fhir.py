@@ -224,6 +224,7 @@ def _search(conn: Any, system: str | None, value: str) -> list[tuple[Unit, bool]
         if identifier_problem(value, identifiers.ydernummer_problem) is not None:
             return []
         return [(u, True) for u in lookup.by_ydernummer(conn, value, day)]
+    value = identifiers.normalise_shak(value)
     if identifier_problem(value, identifiers.shak_problem) is not None:
         return []
     return [(u, True) for u in lookup.by_shak(conn, value, day)]

@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from api.caching import JSON, acached_lookup
@@ -34,7 +35,7 @@ async def get_shak(
     shak: Annotated[
         str,
         Path(
-            description="SHAK code: 4, 6 or 7 characters of 0-9 and A-Z.",
+            description="SHAK code: 4, 6 or 7 characters of 0-9 and A-Z (a-z is read as A-Z).",
             json_schema_extra={"pattern": SHAK_PATTERN},
             examples=["1575"],
         ),
@@ -42,6 +43,7 @@ async def get_shak(
     date: DateQuery = None,
 ) -> Response:
     """All units that carry the SHAK code on the date (SHAK → SOR is 1:N). 404 if none."""
+    shak = identifiers.normalise_shak(shak)
     require_valid(shak, identifiers.shak_problem, "invalid-shak", "a SHAK code")
     day = parse_date(date)
     db, metrics = app_state(request)
@@ -56,6 +58,19 @@ async def get_shak(
     return await acached_lookup(
         request, db, day, compute, hit=lambda: metrics.lookup("shak", "found")
     )
+
+
+@router.get("/shak/{shak:path}", include_in_schema=False)
+async def get_shak_with_slash(request: Request, shak: str) -> Response:
+    """`/v1/shak/25%2F29`: the server decodes %2F before routing, so such a code arrives as two
+    path segments that `/shak/{shak}` does not match. It is one malformed code (422 with the
+    SHAK rule), not an unknown route; a path with a real slash (`/v1/shak/8001/x`) still is."""
+    raw = request.scope.get("raw_path")
+    segment = raw.rpartition(b"/shak/")[2] if isinstance(raw, bytes) else b"/"
+    if b"/" in segment or not segment:
+        raise HTTPException(status_code=404)
+    require_valid(shak, identifiers.shak_problem, "invalid-shak", "a SHAK code")
+    raise AssertionError("unreachable: no SHAK code contains '/'")
 
 
 @router.post(
@@ -76,9 +91,15 @@ def resolve_shak(request: Request, body: ResolveRequest) -> Response:
         )
     day = parse_date(body.date)
     db, metrics = app_state(request)
+    # A valid code is answered as normalised (`157501n` → `157501N`); an invalid one is echoed
+    # as sent.
+    normalised = {code: identifiers.normalise_shak(code) for code in dict.fromkeys(body.codes)}
+    codes = [
+        norm if identifiers.shak_problem(norm) is None else code
+        for code, norm in ((c, normalised[c]) for c in body.codes)
+    ]
     problems = {
-        code: identifier_problem(code, identifiers.shak_problem)
-        for code in dict.fromkeys(body.codes)
+        code: identifier_problem(code, identifiers.shak_problem) for code in dict.fromkeys(codes)
     }
     valid = [code for code, problem in problems.items() if problem is None]
     found = db.run(lambda conn: lookup.resolve_shak_json(conn, valid, day))
@@ -86,7 +107,7 @@ def resolve_shak(request: Request, body: ResolveRequest) -> Response:
     # Valid codes are [0-9A-Z] only, so they go into the JSON as they are.
     parts: list[bytes] = []
     counts = {"found": 0, "not_found": 0, "invalid": 0}
-    for code in body.codes:
+    for code in codes:
         problem = problems[code]
         if problem is not None:
             result = {"shak": code, "status": "invalid", "units": [], "detail": problem}

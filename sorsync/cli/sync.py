@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, app
-from sorsync.cli.common import fail, migrated_engine
+from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, EXIT_FOREIGN_SOURCE, EXIT_LOCKED, app
+from sorsync.cli.common import DEMO_HELP, fail, migrated_engine, source_settings
 from sorsync.config import ConfigError, Settings, get_settings
 from sorsync.datatypes import Datatype, KeyFormatError, lookup
 from sorsync.logs import configure
@@ -114,6 +114,8 @@ def _summary(result: Any, source: str) -> str:
         f"{result.kind} sync {result.status}: run {result.run_id}, {result.records} records in"
         f" {result.pages} pages, {result.seconds:.1f} s (from {source})"
     ]
+    if result.error:
+        lines.append(f"  reason: {result.error}")
     for d in result.datatypes:
         detail = f"{d.records} records, {d.inserted} new, {d.updated} changed"
         if result.kind == "full":
@@ -157,31 +159,45 @@ def sync_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
     ] = False,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
 ) -> None:
     """Run one sync: a delta (continue from the stored token) or --full.
 
-    Exit status: 0 ok, 1 failed, 2 configuration problem, 75 another sync is running.
+    The replica is bound to the source it was synced from: a delta against another source is
+    refused; --full rebuilds from the new one and rebinds.
+
+    Exit status: 0 ok, 1 failed, 2 configuration problem, 3 the replica is bound to another
+    source (run --full), 75 another sync is running.
     """
     interactive = sys.stderr.isatty()
     configure(level="WARNING" if interactive else "INFO")
     # SIGTERM (systemd, Kubernetes) ends the run like Ctrl-C: the page in flight rolls back and
     # the run is recorded as interrupted instead of being left "running".
     signal.signal(signal.SIGTERM, _interrupt)
-    settings = _settings()
+    settings = source_settings(demo)
     dts = _datatypes(settings, datatype)
     kind: Kind = "full" if full else "delta"
 
     from sorsync.db.locks import LockHeld
+    from sorsync.sync.binding import ForeignSource
     from sorsync.sync.service import SourceError, krs_source, run_sync
 
     with migrated_engine("sorsync-cli") as engine:
         try:
             with krs_source(settings) as source, _Progress(kind) as progress:
                 result = run_sync(
-                    engine, settings, kind=kind, datatypes=dts, on_progress=progress, source=source
+                    engine,
+                    settings,
+                    kind=kind,
+                    datatypes=dts,
+                    on_progress=progress,
+                    source=source,
+                    rebind=full,
                 )
         except SourceError as exc:
             raise fail(str(exc), EXIT_CONFIG) from None
+        except ForeignSource as exc:
+            raise fail(f"sync refused: {exc}", EXIT_FOREIGN_SOURCE) from None
         except LockHeld:
             raise fail(
                 "another sorsync sync is running (it holds the sync lock); nothing was done —"
@@ -189,7 +205,8 @@ def sync_command(
                 EXIT_LOCKED,
             ) from None
     if json_output:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        body = {**result.to_dict(), "source": source.identity, "fictive": source.fictive}
+        typer.echo(json.dumps(body, ensure_ascii=False))
     else:
         typer.echo(_summary(result, source.description))
     if not result.ok:
@@ -240,6 +257,8 @@ def status_command(
     ]
     if report.data_age_seconds is None:
         lines[0] += " — run `sorsync sync` (or `sorsync sync --full`)"
+    if report.fictive:
+        lines[0] += " — FICTIVE demo data from the built-in simulator, not SOR"
     lines.append(f"{'datatype':<28} {'rows':>9}  {'last success':<25} {'token':<21} last error")
     for d in report.datatypes:
         success = d.last_success_at.isoformat(timespec="seconds") if d.last_success_at else "-"
@@ -253,6 +272,8 @@ def status_command(
         ):
             if drift.get(key):
                 lines.append(f"{'':<28} fields {label}: {', '.join(drift[key][:10])}")
+    for source in dict.fromkeys(d.source.rsplit(" ", 1)[0] for d in report.datatypes if d.source):
+        lines.append(f"source: {source}")
     if report.last_run is not None:
         run = report.last_run
         lines.append(

@@ -17,9 +17,10 @@ _PACKAGE_DIR = Path(sorsync.__file__).resolve().parent
 
 
 def _migrations_dir() -> Path:
-    # A source checkout (editable install) has migrations/ beside the package; a wheel carries
-    # a copy inside the package.
-    for candidate in (_PACKAGE_DIR.parent / "migrations", _PACKAGE_DIR / "_migrations"):
+    # A built package carries a copy inside the package (setup.py); a source checkout (editable
+    # install) has migrations/ beside it. The copy first: beside an installed package is
+    # site-packages, where another distribution's top-level `migrations` could sit.
+    for candidate in (_PACKAGE_DIR / "_migrations", _PACKAGE_DIR.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
     raise FileNotFoundError("migrations directory not found")

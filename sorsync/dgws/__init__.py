@@ -58,7 +58,8 @@ def security_from_settings(settings: Settings) -> SecurityProvider | None:
     missing = [var for name, var in _STS_VARIABLES.items() if not getattr(settings, name)]
     if missing:
         raise ConfigError(
-            f"invalid configuration: SORSYNC_STS_URL is set but {', '.join(missing)} "
+            f"invalid configuration: SORSYNC_STS_URL is set{_by_preset(settings)} but"
+            f" {', '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not; obtaining ID cards from the STS needs "
             "the system certificate (PKCS#12), its password, the CVR and the IT system name"
         )
@@ -76,3 +77,8 @@ def security_from_settings(settings: Settings) -> SecurityProvider | None:
         settings.system_name,
         timeout=settings.krs_timeout,
     )
+
+
+def _by_preset(settings: Settings) -> str:
+    env = settings.nsp_environment
+    return "" if env is None else f" (by SORSYNC_NSP_ENVIRONMENT={env}: {settings.sts_url})"

@@ -11,7 +11,7 @@ from typing import Any
 from lxml import etree
 
 from sorsync.datatypes import Datatype, FieldType
-from sorsync.krs import _pgrows, wire
+from sorsync.krs import wire
 from sorsync.krs.errors import (
     DgwsFault,
     KrsError,
@@ -23,6 +23,33 @@ from sorsync.krs.errors import (
 from sorsync.krs.profile import Profile
 from sorsync.krs.records import record_value, split_tag
 from sorsync.xmlsafe import safe_parser
+
+try:
+    from sorsync.krs import _pgrows
+except ImportError:  # installed without the compiled module (setup.py): the Python walk only
+    _pgrows = None  # type: ignore[assignment]
+
+NATIVE_WALK = _pgrows is not None
+_fallback_said = threading.Event()
+
+
+def walk_in_use() -> str:
+    """Which page walk reads KRS pages in this installation, for people."""
+    if NATIVE_WALK:
+        return "compiled (sorsync.krs._pgrows)"
+    return "Python (the compiled module is not installed)"
+
+
+def _say_fallback_once() -> None:
+    if _fallback_said.is_set():
+        return
+    _fallback_said.set()
+    from sorsync.logs import get_logger
+
+    get_logger("sorsync.krs").warning(
+        "the compiled page walk is not installed (no C compiler at install, or"
+        " SORSYNC_NO_EXTENSION=1); reading pages with the Python walk, which is slower"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +233,9 @@ def _parse_feed_element(
 ) -> Page:
     if dt.is_document:
         return _parse_documents(feed, dt, offset)
-    if copy_rows:
+    if copy_rows and not NATIVE_WALK:
+        _say_fallback_once()
+    elif copy_rows:
         encoded = _encode_rows(feed, dt, offset)
         if encoded is not None:
             return Page([], copy_rows=encoded)

@@ -40,7 +40,7 @@ from sorsync.krs.errors import KrsError, ReplicationFault
 from sorsync.krs.feed import CopyRows, Page
 from sorsync.krs.profile import Drift, Expected, Profile, compare
 from sorsync.logs import get_logger
-from sorsync.sync import reconcile, sql
+from sorsync.sync import binding, reconcile, sql
 from sorsync.sync.pages import FeedError, PageSource, PageStream
 from sorsync.sync.reconcile import Reconciliation
 
@@ -177,11 +177,17 @@ def sync(
     prefetch: bool = True,
     examples: int = 10,
     expected_fields: Mapping[str, Expected] | None = None,
+    source_identity: str | None = None,
+    rebind: bool = False,
 ) -> RunResult:
     """Run one delta or full sync of `datatypes` from `source` into the replica.
 
     `expected_fields` (datatype key → what the mapping expects) lets the run compare each
     document datatype's fields with the mapping, warn once about a difference and record it.
+
+    `source_identity` names the source (sorsync.sync.binding): a run against a datatype bound
+    to another source raises `binding.ForeignSource` before anything is written, except a full
+    with `rebind`, which binds the datatypes to it when it applies.
 
     Raises `LockHeld` (sorsync.db.locks) when another run is in progress. Every other failure
     ends the run with status `failed` (see `RunResult.error`); nothing is retried here.
@@ -195,7 +201,11 @@ def sync(
         raise ValueError("no datatypes to sync")
     run = _Run(engine, source, kind, page_size, on_progress or _ignore, prefetch, examples)
     run.expected = dict(expected_fields or {})
+    run.source_identity = source_identity
     with advisory_lock(engine, LOCK_NAME):
+        if source_identity is not None and not (kind == "full" and rebind):
+            with _pg(engine) as pg:
+                binding.check_and_claim(pg, source_identity, dts)
         return run.execute(dts)
 
 
@@ -278,6 +288,7 @@ class _Run:
         self.run_id = 0
         self.one_transaction = False  # the first full loads everything in one transaction
         self.expected: dict[str, Expected] = {}
+        self.source_identity: str | None = None
 
     # --- run bookkeeping -----------------------------------------------------------------
 
@@ -328,9 +339,9 @@ class _Run:
                 (ABANDONED,),
             )
             row = pg.execute(
-                "INSERT INTO krs.sync_run (kind, status, datatypes) VALUES (%s, 'running', %s) "
-                "RETURNING id, started_at",
-                (self.kind, keys),
+                "INSERT INTO krs.sync_run (kind, status, datatypes, source)"
+                " VALUES (%s, 'running', %s, %s) RETURNING id, started_at",
+                (self.kind, keys, self.source_identity),
             ).fetchone()
         assert row is not None
         return int(row[0]), row[1]
@@ -599,6 +610,8 @@ class _Run:
                     token = res.token or wire.START_TOKEN
                     pg.execute(sql.MARK_SUCCESS, (*sql.state_key(dt), token))
                     self._record_profile(pg, dt, res)
+                    if self.source_identity is not None:
+                        binding.rebind(pg, self.source_identity, dt)
                     res.reconciliation = reconcile.initial(pg, dt, examples=self.examples)
         except Exception as exc:
             failed = (current, exc)
@@ -666,6 +679,8 @@ class _Run:
                     pg.execute(sql.SET_TOKEN, (*sql.state_key(dt), res.token))
                     pg.execute(sql.MARK_SUCCESS, (*sql.state_key(dt), res.token))
                     self._record_profile(pg, dt, res)
+                    if self.source_identity is not None:
+                        binding.rebind(pg, self.source_identity, dt)
                 current = None
         except Exception as exc:
             for dt in dts:

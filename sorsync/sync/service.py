@@ -21,6 +21,7 @@ from sorsync.db.engine import make_engine
 from sorsync.db.locks import LockHeld
 from sorsync.logs import get_logger
 from sorsync.mapping import SorMapping
+from sorsync.sync import binding
 from sorsync.sync.engine import Kind, ProgressCallback, RunResult, sync
 from sorsync.sync.pages import PageSource
 
@@ -38,30 +39,46 @@ class SourceError(Exception):
 class Source:
     client: PageSource
     description: str  # for people: the URL without credentials, or "the built-in simulator…"
+    identity: str  # what the replica is bound to (sorsync.sync.binding)
+
+    @property
+    def fictive(self) -> bool:
+        return binding.is_fictive(self.identity)
 
 
 @contextlib.contextmanager
 def krs_source(settings: Settings, url: str | None = None) -> Iterator[Source]:
-    """A KRS client for `url` (default SORSYNC_KRS_URL). With neither, the built-in simulator
-    serving the bundled fictive demo data runs in a background thread for the duration."""
+    """A KRS client for `url` (default SORSYNC_KRS_URL). In demo mode (Settings.demo_mode) the
+    built-in simulator serving the bundled fictive demo data: the one `sorsync run` started
+    (SORSYNC_DEMO_KRS_URL), or one in a background thread for the duration. A configuration
+    that names no source raises SourceError saying what to set."""
     from sorsync.krs.client import client_from_settings, safe_url
     from sorsync.krs.errors import KrsError
 
-    url = url or settings.krs_url
     handle = None
-    if url is None:
-        handle = _start_builtin_simulator()
-        url = handle.url
-        description = BUILT_IN
+    if url is not None:
+        description, identity = safe_url(url), binding.endpoint_identity(url)
     else:
-        description = safe_url(url)
+        problem = settings.source_problem()
+        if problem is not None:
+            raise SourceError(problem)
+        if settings.demo_mode:
+            url = settings.demo_krs_url
+            if url is None:
+                handle = _start_builtin_simulator()
+                url = handle.url
+            description, identity = BUILT_IN, binding.simulator_identity()
+        else:
+            assert settings.krs_url is not None  # source_problem() says so
+            url = settings.krs_url
+            description, identity = safe_url(url), binding.endpoint_identity(url)
     try:
         try:
             client = client_from_settings(settings, url)
         except (ValueError, KrsError) as exc:
             raise SourceError(f"cannot set up the KRS client for {description}: {exc}") from None
         try:
-            yield Source(client, description)
+            yield Source(client, description, identity)
         finally:
             client.close()
     finally:
@@ -107,9 +124,11 @@ def run_sync(
     krs_url: str | None = None,
     on_progress: ProgressCallback | None = None,
     source: Source | None = None,
+    rebind: bool = False,
 ) -> RunResult:
     """One run with the configured datatypes, page size and KRS (or `source`, already open).
-    Raises LockHeld, SourceError."""
+    Raises LockHeld, SourceError, binding.ForeignSource (the replica is bound to another
+    source; a full with `rebind` is the way to move it)."""
     dts = list(datatypes or settings.datatypes)
     mapping = settings.mapping
     # Tables for datatypes nothing knows yet, and views for a changed mapping (a no-op when the
@@ -127,6 +146,8 @@ def run_sync(
             page_size=settings.krs_page_size,
             on_progress=on_progress,
             expected_fields=expected,
+            source_identity=source.identity,
+            rebind=rebind,
         )
     # The views answer from SOR2 once it holds rows (and from v1 while it does not).
     _ensure_views(engine, mapping, dts)
@@ -175,7 +196,8 @@ def sync_if_empty(database_url: str, krs_url: str | None, settings: Settings) ->
             return None
         log.info("the replica is empty: running a full sync")
         try:
-            result = run_sync(engine, settings, kind="full", krs_url=krs_url)
+            # An empty replica has nothing to protect: the first full binds it.
+            result = run_sync(engine, settings, kind="full", krs_url=krs_url, rebind=True)
         except LockHeld:
             log.info("another process is syncing; not starting a full sync")
             return None

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from sorsync.config import Settings
 from sorsync.db.models import KRS_SCHEMA
+from sorsync.sync.binding import is_fictive
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,11 @@ class DatatypeStatus:
     # sync with records differed from the mapping ({"mapped_not_seen": [...], ...}).
     record_namespace: str | None = None
     drift: dict[str, list[str]] | None = None
+    source: str | None = None  # what the replica is bound to (sorsync.sync.binding)
+
+    @property
+    def fictive(self) -> bool:
+        return is_fictive(self.source)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +45,8 @@ class DatatypeStatus:
             "last_error": self.last_error,
             "record_namespace": self.record_namespace,
             "field_drift": self.drift,
+            "source": self.source,
+            "fictive": self.fictive,
         }
 
 
@@ -52,6 +60,7 @@ class RunSummary:
     pages: int
     records: int
     error: str | None
+    source: str | None = None  # the source it read (None: a run from before migration 0003)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +72,7 @@ class RunSummary:
             "pages": self.pages,
             "records": self.records,
             "error": self.error,
+            "source": self.source,
         }
 
 
@@ -79,9 +89,15 @@ class StatusReport:
     last_run: RunSummary | None
     last_ok_run: RunSummary | None
 
+    @property
+    def fictive(self) -> bool:
+        """Some replicated data is the built-in simulator's fictive demo data."""
+        return any(d.fictive for d in self.datatypes)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "as_of": _iso(self.as_of),
+            "fictive": self.fictive,
             "last_success_at": _iso(self.last_success_at),
             "data_age_seconds": (
                 None if self.data_age_seconds is None else round(self.data_age_seconds, 1)
@@ -98,7 +114,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-_RUN_COLUMNS = "id, kind, status, started_at, finished_at, pages, records, error"
+_RUN_COLUMNS = "id, kind, status, started_at, finished_at, pages, records, error, source"
 
 
 def status(engine: Engine, settings: Settings) -> StatusReport:
@@ -155,6 +171,7 @@ def status(engine: Engine, settings: Settings) -> StatusReport:
                 last_error=st.last_error if st else None,
                 record_namespace=st.record_namespace if st else None,
                 drift=st.drift if st else None,
+                source=st.source if st else None,
             )
         )
     successes = [d.last_success_at for d in items]
@@ -182,4 +199,5 @@ def _run(row: Any) -> RunSummary:
         pages=int(row.pages),
         records=int(row.records),
         error=row.error,
+        source=row.source,
     )

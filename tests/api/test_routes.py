@@ -367,7 +367,11 @@ def test_search_filters(api_client: TestClient, sor_data: SorData) -> None:
             "invalid-sor-id",
         ),
         ("/v1/shak/80", "invalid-shak"),
-        ("/v1/shak/800110a", "invalid-shak"),  # lower case
+        (
+            "/v1/shak/80011-",
+            "invalid-shak",
+        ),  # lower case is accepted (tests/e2e/test_shak_as_typed.py)
+        ("/v1/shak/25%2F29", "invalid-shak"),  # an encoded slash: one malformed code
         ("/v1/shak/80011", "invalid-shak"),  # 5 characters
         ("/v1/shak/8001%0A", "invalid-shak"),  # trailing newline
         ("/v1/ean/5790000000013", "invalid-gln"),  # check digit wrong

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sorsync.datatypes import DATATYPES, SYGEHUSAFDELING, Datatype
 from sorsync.krs import wire
 from sorsync.krs.errors import MalformedResponse
-from sorsync.krs.feed import CopyRows, Page, parse_feed, parse_response
+from sorsync.krs.feed import NATIVE_WALK, CopyRows, Page, parse_feed, parse_response
 from sorsync.simulator.demo import load_demo
 from sorsync.simulator.render import escape_text, render_feed
 from sorsync.simulator.store import Store
@@ -28,6 +28,7 @@ from tests.unit.test_krs_feed import DISEASES, DOSAGEUNIT
 CAPTURES = Path(__file__).parent.parent / "data" / "krs-captures"
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+pytestmark = pytest.mark.skipif(not NATIVE_WALK, reason="the compiled page walk is not installed")
 
 
 def decode(rows: CopyRows, dt: Datatype) -> list[tuple[object, ...]]:
