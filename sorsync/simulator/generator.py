@@ -509,6 +509,7 @@ def generate(units: int, *, seed: int = 0, snapshot_date: date = FIRST_SNAPSHOT)
         if level == "SI":
             child.type_code = OTHER_INSTITUTION_TYPES[0]
         host.children.append(child)
+    _link_replacements(owners)
     return SnapshotModel(
         snapshot_date=snapshot_date,
         owners=owners,
@@ -518,6 +519,33 @@ def generate(units: int, *, seed: int = 0, snapshot_date: date = FIRST_SNAPSHOT)
         next_ydernummer=b.yder,
         next_pharmacy=b.pharmacy,
     )
+
+
+def _link_replacements(owners: list[GenUnit]) -> None:
+    """Half of the closed units get a replaced-by link to an open sibling (one that started
+    after the closure if any), as SOR records a reorganisation; the other half stay closed
+    without a successor (`evolve` reopens only those). No random draws: the rest of the tree
+    stays as it was."""
+    closed = 0
+    stack = list(owners)
+    while stack:
+        parent = stack.pop()
+        stack.extend(parent.children)
+        for old in parent.children:
+            if old.level != "OE" or old.to_date is None or old.replaced_by:
+                continue
+            closed += 1
+            if closed % 2:
+                continue
+            open_siblings = [u for u in parent.children if u.level == "OE" and u.to_date is None]
+            # a successor started after the closure if there is one; else the unit merged
+            # into an existing sibling
+            later = [u for u in open_siblings if u.from_date > old.to_date]
+            candidates = later or open_siblings
+            if candidates:
+                successor = candidates[0]
+                old.replaced_by = [successor.sor_id]
+                successor.replaces = [*(successor.replaces or []), old.sor_id]
 
 
 # --- evolve -----------------------------------------------------------------------------------

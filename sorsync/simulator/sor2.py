@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from sorsync.datatypes import SOR2_DATATYPES, SOR_NAMESPACE, Datatype, lookup, parse_key
@@ -150,24 +150,31 @@ def coordinates(postcode: str | None, street: str | None, building: str | None) 
 _ADDRESS_PREFIXES = ("PostalAddress", "VisitingAddress", "ActivityAddress")
 
 
-class _Put(Protocol):
-    def __call__(self, name: str, value: object) -> None: ...
+_ADDRESS_PARTS = (
+    "StreetName", "StreetBuildingId", "FloorId", "SuiteId", "PostCodeId", "DistrictName",
+    "RegionCode", "CoordETRS89z32EMeasure", "CoordETRS89z32NMeasure",
+)  # fmt: skip
+_ADDRESS_NAMES = {
+    prefix: tuple(prefix + part for part in _ADDRESS_PARTS) for prefix in _ADDRESS_PREFIXES
+}
+_POINTS: dict[tuple[str | None, str | None, str | None], tuple[str, str]] = {}
 
 
-def _address(put: _Put, prefix: str, address: Address | None, region: int | None) -> None:
-    if address is None:
-        return
-    put(prefix + "StreetName", address.street)
-    put(prefix + "StreetBuildingId", address.building)
-    put(prefix + "FloorId", address.floor)
-    put(prefix + "SuiteId", address.suite)
-    put(prefix + "PostCodeId", address.postcode)
-    put(prefix + "DistrictName", address.district)
-    put(prefix + "RegionCode", str(region) if region is not None else None)
+def _address_values(address: Address, region: int | None) -> tuple[object, ...]:
+    """The parts of one address in `_ADDRESS_PARTS` order (None = omitted)."""
+    point: tuple[str | None, str | None] = (None, None)
     if address.postcode or address.street:
-        east, north = coordinates(address.postcode, address.street, address.building)
-        put(prefix + "CoordETRS89z32EMeasure", east)
-        put(prefix + "CoordETRS89z32NMeasure", north)
+        where = (address.postcode, address.street, address.building)
+        known = _POINTS.get(where)
+        if known is None:
+            if len(_POINTS) > 200_000:
+                _POINTS.clear()
+            known = _POINTS[where] = coordinates(*where)
+        point = known
+    return (
+        address.street, address.building, address.floor, address.suite, address.postcode,
+        address.district, str(region) if region is not None else None, *point,
+    )  # fmt: skip
 
 
 def _ordered(values: Mapping[str, object], key: str) -> dict[str, object]:
@@ -216,6 +223,8 @@ def entity_values(
     level_code, level_name = organisational_level(unit)
     put("OrganisationalLevelCode", level_code)
     put("OrganisationalLevelName", level_name)
+    # placeholders in element order, filled when the row is written (apply_sor2)
+    values[VALID_FROM] = values[VALID_TO] = None
     put("UniqueCurrentKey", f"{unit.sor_id}-{unit.from_date:%Y%m%d}")
     put("ParentSorId", unit.parent_id)
     if institution is not None:
@@ -243,12 +252,20 @@ def entity_values(
         put("VirtualAddressWebsite", virtual.website)
         put("VirtualAddressEmailAddress", virtual.email)
     addresses = (unit.effective_postal, unit.effective_visiting, unit.effective_activity)
+    done: dict[int, tuple[object, ...]] = {}  # visiting and activity are often the postal one
     for prefix, address in zip(_ADDRESS_PREFIXES, addresses, strict=True):
-        _address(put, prefix, address, unit.owner_region_code)
+        if address is None:
+            continue
+        parts = done.get(id(address))
+        if parts is None:
+            parts = done[id(address)] = _address_values(address, unit.owner_region_code)
+        for name, value in zip(_ADDRESS_NAMES[prefix], parts, strict=True):
+            if value is not None:
+                values[name] = value
     for n, code in enumerate(unit.specialities[:8], start=1):
         put(f"PrioritizedEntitySpeciality{n}Id", str(code))
         put(f"PrioritizedEntitySpeciality{n}Name", SPECIALITY_TEXTS.get(code))
-    return _ordered(values, SORENTITY)
+    return values  # already in the mapping's element order
 
 
 @dataclass(slots=True)

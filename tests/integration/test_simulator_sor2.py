@@ -62,10 +62,7 @@ def test_register_version_2_serves_the_sor2_views(sim: SimulatorHandle, datatype
     found = feed(response)
     assert found.findtext("a:id", namespaces=NS) == f"tag:nsi.dk,2011:sor/v2/{datatype}/v1"
     entries = found.findall("a:entry", NS)
-    if datatype == "sorreplacedentity":
-        assert entries == []  # a fresh tree has no replacements
-        return
-    assert len(entries) == 50
+    assert len(entries) == min(50, len(sim.store.table(f"sor/v2/{datatype}/v1"))) > 0
     for entry in entries:
         entry_id = entry.findtext("a:id", namespaces=NS) or ""
         assert entry_id.startswith(f"tag:nsi.dk,2011:sor/v2/{datatype}/v1/")

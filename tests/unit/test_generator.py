@@ -97,7 +97,16 @@ def test_realistic_shape(tree: list[SorUnit]) -> None:
     assert all(re.fullmatch(r"[0-9]+,[0-9]+", u.pharmacy_id or "") for u in pharmacy)
     assert any(u.ean_inherited and u.effective_ean for u in tree)
     assert any(u.to_date is not None for u in tree)  # some closed units
-    assert any(u.replaced_by for u in tree) is False  # successors only come with evolve
+    # half of the closed units were replaced by a sibling (sorreplacedentity); evolve adds more
+    replaced = [u for u in tree if u.replaced_by]
+    assert replaced
+    by_sor = {u.sor_id: u for u in tree}
+    for old in replaced:
+        (successor,) = old.replaced_by
+        assert old.to_date is not None
+        assert by_sor[successor].to_date is None
+        assert by_sor[successor].parent_id == old.parent_id
+        assert old.sor_id in by_sor[successor].replaces
 
 
 def test_evolve_applies_every_kind_of_change() -> None:
@@ -151,9 +160,7 @@ def test_bundled_demo_snapshot_is_current_small_and_loads(tmp_path: Path) -> Non
     store = Store()
     report = load_snapshot(store, path)
     assert report.units == DEMO_UNITS
-    # Replacements are made by `evolve` only: a fresh tree has no replaced-by links yet.
-    filled = {key for key, table in store.tables.items() if len(table)}
-    assert filled == set(store.tables) - {"sor/v2/sorreplacedentity/v1"}
+    assert all(len(table) > 0 for table in store.tables.values())
 
 
 def test_cli_writes_plain_and_gzip_snapshots(tmp_path: Path) -> None:
