@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     mapping_file: Path | None = Field(
         default=None, description="a TOML file of SOR2 mapping overrides (see docs/sor2.md)"
     )
+    # One KRS answer, read at most this far (a page of 2000 records; see sorsync/krs/client.py).
+    krs_max_answer_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=1024 * 1024 * 1024,
+        description="bytes, from 1048576 to 1073741824",
+    )
+    # A full sync that would remove more than this share of a datatype's rows is refused
+    # unless allowed for that run (sorsync sync --full --allow-shrink).
+    full_max_shrink: float = Field(default=0.2, ge=0, le=1, description="a share from 0 to 1")
     idcard_file: Path | None = None
     sts_url: str | None = None
     cert_file: Path | None = None
