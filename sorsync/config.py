@@ -104,6 +104,18 @@ class Settings(BaseSettings):
     api_cache_entries: int = Field(
         default=10_000, ge=0, le=1_000_000, description="an integer from 0 to 1000000"
     )
+    # The API under slow or many clients (api/guard.py, sorsync/cli/serve.py): seconds a
+    # request's headers may take, seconds an idle kept-alive connection stays open, and
+    # connections open at once per worker (beyond it: 503 and closed).
+    api_header_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds, above 0, at most 300"
+    )
+    api_keep_alive_timeout: int = Field(
+        default=5, ge=1, le=300, description="seconds, from 1 to 300"
+    )
+    api_max_connections: int = Field(
+        default=1000, ge=1, le=100_000, description="an integer from 1 to 100000"
+    )
     test_database_url: str | None = None
     # Read by sorsync.logs.configure from the environment (logging starts before settings).
     log_level: Literal["debug", "info", "warning", "error"] | None = Field(
