@@ -367,7 +367,7 @@ class KrsClient:
         watchdog = _Watchdog(self.timeout)
         try:
             with watchdog:
-                return self._exchange(envelope, dt, where, limit)
+                answer = self._exchange(envelope, dt, where, limit)
         except KrsError as exc:
             if watchdog.fired and exc.transient:
                 raise self._too_slow(dt, where, limit) from None
@@ -376,6 +376,11 @@ class KrsClient:
             if watchdog.fired:
                 raise self._too_slow(dt, where, limit) from None
             raise
+        if watchdog.fired:
+            # A body read until the connection closes ends "normally" when the watchdog shuts
+            # the socket: what was read is only a part.
+            raise self._too_slow(dt, where, limit)
+        return answer
 
     def _too_slow(self, dt: Datatype, where: str, limit: str) -> TransportError:
         return TransportError(
