@@ -99,6 +99,7 @@ class _Watchdog:
 
     def __init__(self, seconds: float) -> None:
         self.fired = False
+        self.answering = False  # the status line and headers have come
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._fire)
@@ -370,19 +371,27 @@ class KrsClient:
                 answer = self._exchange(envelope, dt, where, limit)
         except KrsError as exc:
             if watchdog.fired and exc.transient:
-                raise self._too_slow(dt, where, limit) from None
+                raise self._too_slow(dt, where, limit, watchdog) from None
             raise
         except Exception:
             if watchdog.fired:
-                raise self._too_slow(dt, where, limit) from None
+                raise self._too_slow(dt, where, limit, watchdog) from None
             raise
         if watchdog.fired:
             # A body read until the connection closes ends "normally" when the watchdog shuts
             # the socket: what was read is only a part.
-            raise self._too_slow(dt, where, limit)
+            raise self._too_slow(dt, where, limit, watchdog)
         return answer
 
-    def _too_slow(self, dt: Datatype, where: str, limit: str) -> TransportError:
+    def _too_slow(
+        self, dt: Datatype, where: str, limit: str, watchdog: _Watchdog
+    ) -> TransportError:
+        if not watchdog.answering:
+            return TransportError(
+                f"KRS at {where} did not answer {dt.key} within {limit} (connect, headers and"
+                " the whole answer together); the server is slow or hung — retrying later"
+                " usually helps (or raise SORSYNC_KRS_TIMEOUT)"
+            )
         return TransportError(
             f"KRS at {where} did not finish answering {dt.key} within {limit} (connect,"
             " headers and the whole answer together); the server or network is slow —"
@@ -399,6 +408,9 @@ class KrsClient:
                 timeout=(self.timeout, self.timeout),
                 stream=True,
             ) as response:
+                watchdog: _Watchdog | None = getattr(_calls, "watchdog", None)
+                if watchdog is not None:
+                    watchdog.answering = True
                 declared = response.headers.get("Content-Length", "")
                 if (
                     declared.isdigit()
