@@ -242,8 +242,8 @@ def _in_range(stamp: datetime) -> bool:
 
 def _token_of(id_text: str | None, dt: Datatype, number: int) -> str:
     """The digits after the last "/" of atom:id: 10 of seconds, then the PID (10 digits, or more
-    for PIDs beyond 10 digits, docs/reference/krs-protocol.md §4.4, but within a bigint); else the page is
-    refused."""
+    for PIDs beyond 10 digits, docs/reference/krs-protocol.md §4.4, but within a bigint); else
+    the page is refused."""
     token = id_text.rpartition("/")[2] if id_text else ""
     if (
         len(token) < _TOKEN_DIGITS
