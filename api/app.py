@@ -17,6 +17,7 @@ import sorsync
 from api import docs, problems
 from api.caching import CachedLookups, ResponseCache
 from api.database import Database
+from api.methods import AllowedMethods
 from api.metrics import MetricsMiddleware, make_metrics
 from api.problems import FHIR_JSON, PROBLEM_JSON
 from api.routes import fhir, health, shak, sor, status, units
@@ -152,6 +153,8 @@ def create_app(
         app.add_middleware(
             CachedLookups, db=db, cache=app.state.responses, metrics=metrics, routes=hot
         )
+    # 405 with the path's own Allow (a literal path wins over a {param} one), before the cache.
+    app.add_middleware(AllowedMethods, schema=lambda: app.openapi())
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, sees hits too
 
     def openapi() -> dict[str, Any]:

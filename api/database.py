@@ -21,7 +21,12 @@ import psycopg
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 
+from sorsync.db import loaders
 from sorsync.lookup import DataVersion, aio, data_version
+
+# Whatever the replica holds, a lookup reads it (a year-1-BC timestamp stored by an older
+# version answered 500): registered globally, so every connection of the API has them.
+loaders.register(psycopg.adapters)
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 15_000

@@ -39,7 +39,12 @@ MEANINGS: dict[str, str] = {
     "krs_url": "NSP's KopiRegisterService endpoint",
     "krs_datatypes": "the KRS datatypes to replicate",
     "krs_page_size": "records asked for per KRS call (`maxRecords`)",
-    "krs_timeout": "limit for connecting, each wait for data, and the whole answer of one call",
+    "krs_timeout": "limit for one call: connecting, the headers and the whole answer together,"
+    " however the server frames or trickles it",
+    "krs_max_answer_bytes": "the largest KRS answer read; a larger one is refused while reading"
+    " (a page of 2000 records fits many times over)",
+    "full_max_shrink": "the share of a datatype's rows a full sync may remove; more is refused"
+    " before the swap unless `sorsync sync --full --allow-shrink`",
     "idcard_file": "a file holding an STS-issued SOSI ID card, sent verbatim (mode 1)",
     "sts_url": "the SOSI STS that issues ID cards (mode 2)",
     "cert_file": "the FOCES/VOCES system certificate, PKCS#12 (mode 2)",
@@ -52,6 +57,10 @@ MEANINGS: dict[str, str] = {
     "api_port": "the API's port",
     "metrics_port": "the scheduler's Prometheus endpoint",
     "api_cache_entries": "SHAK and SOR answers each API worker keeps in memory",
+    "api_header_timeout": "seconds a client may take to send a request's headers; then the"
+    " connection is closed",
+    "api_keep_alive_timeout": "seconds an idle kept-alive API connection stays open",
+    "api_max_connections": "API connections open at once per worker; more get 503 and are closed",
     "test_database_url": "the PostgreSQL server the test suite creates its databases on",
     "mapping_file": "which record elements become which columns of the SOR2 views",
     "demo": "sync the built-in simulator's fictive demo data (as `--demo`)",

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     mapping_file: Path | None = Field(
         default=None, description="a TOML file of SOR2 mapping overrides (see docs/sor2.md)"
     )
+    # One KRS answer, read at most this far (a page of 2000 records; see sorsync/krs/client.py).
+    krs_max_answer_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=1024 * 1024 * 1024,
+        description="bytes, from 1048576 to 1073741824",
+    )
+    # A full sync that would remove more than this share of a datatype's rows is refused
+    # unless allowed for that run (sorsync sync --full --allow-shrink).
+    full_max_shrink: float = Field(default=0.2, ge=0, le=1, description="a share from 0 to 1")
     idcard_file: Path | None = None
     sts_url: str | None = None
     cert_file: Path | None = None
@@ -93,6 +103,18 @@ class Settings(BaseSettings):
     # Answers the API keeps in memory per worker for its hot lookups (SHAK, SOR); 0 = none.
     api_cache_entries: int = Field(
         default=10_000, ge=0, le=1_000_000, description="an integer from 0 to 1000000"
+    )
+    # The API under slow or many clients (api/guard.py, sorsync/cli/serve.py): seconds a
+    # request's headers may take, seconds an idle kept-alive connection stays open, and
+    # connections open at once per worker (beyond it: 503 and closed).
+    api_header_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds, above 0, at most 300"
+    )
+    api_keep_alive_timeout: int = Field(
+        default=5, ge=1, le=300, description="seconds, from 1 to 300"
+    )
+    api_max_connections: int = Field(
+        default=1000, ge=1, le=100_000, description="an integer from 1 to 100000"
     )
     test_database_url: str | None = None
     # Read by sorsync.logs.configure from the environment (logging starts before settings).

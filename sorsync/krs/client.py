@@ -12,7 +12,10 @@ One client per thread: a requests session is not meant to be shared between thre
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import zeep
 from lxml import etree
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 from zeep.exceptions import Error as ZeepError
 from zeep.transports import Transport
@@ -41,8 +47,11 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# Far above any real page (2000 records are a few MB); stops a runaway answer eating memory.
-MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# The default cap on one answer (SORSYNC_KRS_MAX_ANSWER_BYTES). A simulator page of 2000
+# sygehusafdeling records (19 fields) is 2.3 MB, ~1.2 kB a record; 32 MiB leaves 16 kB a
+# record for the wider SOR2 documents and keeps a sync's peak memory far under 300 MB
+# (docs/reliability-hostile-source.md has the figures).
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 _CHUNK = 1 << 16
 _HEADERS = {
     "Content-Type": "text/xml; charset=utf-8",
@@ -75,6 +84,109 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+_calls = threading.local()  # the watchdog of the call this thread is making, if any
+
+
+class _Watchdog:
+    """Shuts the socket of one call down at its deadline, whatever the call is waiting for.
+
+    requests' timeouts bound each socket operation only: a server that trickles headers or
+    body (one byte a second, with or without Content-Length) never trips them, and a reader
+    blocked in urllib3 never comes back to look at a clock. A timer thread that shuts the
+    socket down makes the blocked read return at once, so connect, headers and the whole
+    body share one deadline.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self.answering = False  # the status line and headers have come
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            fired = self.fired
+        if fired:
+            _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shut(sock)
+
+    def __enter__(self) -> _Watchdog:
+        _calls.watchdog = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._timer.cancel()
+        _calls.watchdog = None
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watch_current(conn: HTTPConnection) -> None:
+    watchdog: _Watchdog | None = getattr(_calls, "watchdog", None)
+    if watchdog is not None:
+        watchdog.watch(conn.sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    # Both hooks: connect() for a new connection, request() for a kept-alive one.
+    def connect(self) -> None:
+        super().connect()
+        _watch_current(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch_current(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch_current(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch_current(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections report their sockets to the call's watchdog."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
+
+    def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+        return manager
+
+
 class KrsClient:
     """Calls `replicate` on one KRS endpoint (NSP or the simulator)."""
 
@@ -85,14 +197,18 @@ class KrsClient:
         timeout: float = 60,
         security: SecurityProvider | None = None,
         copy_rows: bool = True,
+        max_answer_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"KRS URL must be http(s)://host/…, got {safe_url(url)!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be above 0 seconds, got {timeout!r}")
+        if max_answer_bytes < 1:
+            raise ValueError(f"max_answer_bytes must be above 0, got {max_answer_bytes!r}")
         self.url = url
         self.timeout = float(timeout)
+        self.max_answer_bytes = max_answer_bytes
         self.security = security
         # Pages come as COPY-ready rows where they can (what the sync stores); False gives
         # every page as entries.
@@ -100,6 +216,8 @@ class KrsClient:
         # One DGWS flow per client (a sync run); quote it to NSP support when asking about calls.
         self.flow_id = str(uuid.uuid4())
         self._session = requests.Session()
+        self._session.mount("http://", _WatchedAdapter())
+        self._session.mount("https://", _WatchedAdapter())
         # timeout covers loading WSDL/XSD, operation_timeout every call (connect and each read);
         # zeep's default operation_timeout is None = wait forever.
         self._transport = Transport(  # type: ignore[no-untyped-call]
@@ -247,7 +365,41 @@ class KrsClient:
     def _post(self, envelope: bytes, dt: Datatype) -> tuple[int, bytes]:
         where = safe_url(self.url)
         limit = f"{self.timeout:g} s (SORSYNC_KRS_TIMEOUT)"
-        deadline = time.monotonic() + self.timeout
+        watchdog = _Watchdog(self.timeout)
+        try:
+            with watchdog:
+                answer = self._exchange(envelope, dt, where, limit)
+        except KrsError as exc:
+            if watchdog.fired and exc.transient:
+                raise self._too_slow(dt, where, limit, watchdog) from None
+            raise
+        except Exception:
+            if watchdog.fired:
+                raise self._too_slow(dt, where, limit, watchdog) from None
+            raise
+        if watchdog.fired:
+            # A body read until the connection closes ends "normally" when the watchdog shuts
+            # the socket: what was read is only a part.
+            raise self._too_slow(dt, where, limit, watchdog)
+        return answer
+
+    def _too_slow(
+        self, dt: Datatype, where: str, limit: str, watchdog: _Watchdog
+    ) -> TransportError:
+        if not watchdog.answering:
+            return TransportError(
+                f"KRS at {where} did not answer {dt.key} within {limit} (connect, headers and"
+                " the whole answer together); the server is slow or hung — retrying later"
+                " usually helps (or raise SORSYNC_KRS_TIMEOUT)"
+            )
+        return TransportError(
+            f"KRS at {where} did not finish answering {dt.key} within {limit} (connect,"
+            " headers and the whole answer together); the server or network is slow —"
+            " retrying later usually helps (or raise SORSYNC_KRS_TIMEOUT)"
+        )
+
+    def _exchange(self, envelope: bytes, dt: Datatype, where: str, limit: str) -> tuple[int, bytes]:
+        cap = self.max_answer_bytes
         try:
             with self._session.post(
                 self.url,
@@ -256,21 +408,25 @@ class KrsClient:
                 timeout=(self.timeout, self.timeout),
                 stream=True,
             ) as response:
+                watchdog: _Watchdog | None = getattr(_calls, "watchdog", None)
+                if watchdog is not None:
+                    watchdog.answering = True
+                declared = response.headers.get("Content-Length", "")
+                if (
+                    declared.isdigit()
+                    and int(declared) > cap
+                    and not response.headers.get("Content-Encoding")
+                ):
+                    raise self._too_big(dt, cap, f"it announces {declared} bytes")
                 chunks: list[bytes] = []
                 size = 0
+                # iter_content decodes gzip/deflate in steps of at most _CHUNK (urllib3 2.6+
+                # bounds each decompression), so a gzip bomb stops at the cap like any answer.
                 for chunk in response.iter_content(_CHUNK):
-                    chunks.append(chunk)
                     size += len(chunk)
-                    if size > MAX_RESPONSE_BYTES:
-                        raise MalformedResponse(
-                            f"KRS answer for {dt.key} exceeds {MAX_RESPONSE_BYTES} bytes; refused"
-                        )
-                    # The read timeout is per socket read; this bounds the whole answer.
-                    if time.monotonic() > deadline:
-                        raise TransportError(
-                            f"KRS at {where} did not finish answering {dt.key} within {limit};"
-                            " the server or network is slow — retrying later usually helps"
-                        )
+                    if size > cap:
+                        raise self._too_big(dt, cap, "reading stopped there")
+                    chunks.append(chunk)
                 return response.status_code, b"".join(chunks)
         except KrsError:
             raise
@@ -307,6 +463,17 @@ class KrsClient:
                 f"request to KRS at {where} failed: {type(exc).__name__}", transient=False
             ) from None
 
+    @staticmethod
+    def _too_big(dt: Datatype, cap: int, how: str) -> MalformedResponse:
+        # Not transient: the same page is as big next time. A page holds at most 2000 records,
+        # so an answer this size is not a KRS page; a smaller SORSYNC_KRS_PAGE_SIZE or a larger
+        # cap is the person's call.
+        return MalformedResponse(
+            f"KRS answer for {dt.key} is larger than {cap} bytes ({how}), more than a page of"
+            f" {wire.MAX_RECORDS} records can be; refused — if the source's records really are"
+            " that wide, raise SORSYNC_KRS_MAX_ANSWER_BYTES or lower SORSYNC_KRS_PAGE_SIZE"
+        )
+
 
 def _reason(exc: BaseException) -> str:
     """The innermost cause's class name, e.g. ConnectionResetError (messages may carry URLs)."""
@@ -338,4 +505,9 @@ def client_from_settings(
         from sorsync.dgws import security_from_settings  # lazy: keeps STS code off the import path
 
         security = security_from_settings(settings)
-    return KrsClient(url, timeout=settings.krs_timeout, security=security)
+    return KrsClient(
+        url,
+        timeout=settings.krs_timeout,
+        security=security,
+        max_answer_bytes=settings.krs_max_answer_bytes,
+    )

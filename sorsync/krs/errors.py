@@ -72,7 +72,7 @@ class ReplicationFault(KrsError):
         if advice is None:
             text = (
                 f"KRS answered {key} with fault {code}"
-                + (f" ({faultstring})" if faultstring else "")
+                + (f" ({faultstring[:300]})" if faultstring else "")
                 + ": not a code sorsync knows; report it with the time and the FlowID"
             )
             transient = False

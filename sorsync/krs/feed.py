@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +21,7 @@ from sorsync.krs.errors import (
     TransportError,
 )
 from sorsync.krs.profile import Profile
-from sorsync.krs.records import record_value, split_tag
+from sorsync.krs.records import MAX_TEXT_CHARS, bad_text, bounded, record_value, split_tag
 from sorsync.xmlsafe import safe_parser
 
 try:
@@ -115,6 +115,8 @@ _CONTENT = f"{{{wire.NS_ATOM}}}content"
 
 _TEXT, _INT, _TIME, _VALID_TO = 0, 1, 2, 3
 _OPEN_ENDED_YEAR = 2999  # NSP writes 2999-12-31 for "no end" (docs/reference/krs-protocol.md §4.3)
+_TOKEN_DIGITS = 20
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1  # PostgreSQL bigint
 
 _local = threading.local()  # lxml parsers must not be shared between threads
 
@@ -122,8 +124,10 @@ _local = threading.local()  # lxml parsers must not be shared between threads
 def _parser() -> etree.XMLParser:
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
-        # huge_tree stays off: a 2000-record page is a few MB, far inside libxml2's limits.
-        parser = _local.parser = safe_parser()
+        # huge_tree: the client caps the answer's size (SORSYNC_KRS_MAX_ANSWER_BYTES), and the
+        # walks below check depth and text length themselves, so a refusal can name the record
+        # and field instead of libxml2's "text node too long" for the whole answer.
+        parser = _local.parser = safe_parser(huge_tree=True)
     return parser
 
 
@@ -138,14 +142,32 @@ def parse_xml(body: bytes, what: str) -> etree._Element:
             raise MalformedResponse(
                 f"{what} contains a DTD/entity declarations, which SOAP forbids; refused"
             ) from None
+        if _at_end(body, exc):
+            raise MalformedResponse(
+                f"{what} is not well-formed XML ({bounded(str(exc))}); it was probably cut"
+                " short — retrying",
+                transient=True,
+            ) from None
+        # Broken before its end (invalid UTF-8, a control character, nesting too deep, …): the
+        # same answer comes again on a retry, so a person has to look.
         raise MalformedResponse(
-            f"{what} is not well-formed XML ({exc}); it was probably cut short — retrying",
-            transient=True,
+            f"{what} is not well-formed XML ({bounded(str(exc))}); it is broken before its end,"
+            " so asking again gives the same answer — refused; report it to the source's"
+            " operator (NSP) with the time"
         ) from None
     docinfo: Any = root.getroottree().docinfo  # lxml-stubs lack DocInfo.doctype
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise MalformedResponse(f"{what} contains a DTD (<!DOCTYPE>), which SOAP forbids; refused")
     return root
+
+
+def _at_end(body: bytes, exc: etree.XMLSyntaxError) -> bool:
+    """Did libxml2 stop at the very end of the body (a body cut short), not before it?"""
+    line, column = exc.position
+    last = body.rstrip().rsplit(b"\n", 1)[-1]
+    lines = body.rstrip().count(b"\n") + 1
+    # libxml2 counts columns in characters; the last line may hold multi-byte ones.
+    return line >= lines and column >= len(last.decode("utf-8", "replace")) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,25 +206,70 @@ def _record_spec(dt: Datatype) -> _RecordSpec:
     )
 
 
+_REFUSED = (
+    "; sorsync cannot store it, so the page is refused and the token did not move — report"
+    " the record to the source's operator (NSP)"
+)
+
+
 def _timestamp(text: str, where: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise MalformedResponse(f"{where}: {text!r} is not an ISO date-time") from None
+        raise MalformedResponse(
+            f"{where}: {bounded(text)!r} is not an ISO date-time{_REFUSED}"
+        ) from None
     if value.tzinfo is None:
-        raise MalformedResponse(f"{where}: {text!r} has no UTC offset; refusing to guess a zone")
+        raise MalformedResponse(
+            f"{where}: {bounded(text)!r} has no UTC offset; refusing to guess a zone{_REFUSED}"
+        )
+    if not _in_range(value):
+        raise MalformedResponse(
+            f"{where}: {bounded(text)!r} lies outside the years 1 to 9999 in UTC{_REFUSED}"
+        )
     return value
 
 
+def _in_range(stamp: datetime) -> bool:
+    """Does an aware datetime stay within years 1..9999 once in UTC (what PostgreSQL, Python
+    and the API can all represent)?"""
+    try:
+        stamp.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
+def _token_of(id_text: str | None, dt: Datatype, number: int) -> str:
+    """The digits after the last "/" of atom:id: 10 of seconds, then the PID (10 digits, or more
+    for PIDs beyond 10 digits, docs/reference/krs-protocol.md §4.4, but within a bigint); else
+    the page is refused."""
+    token = id_text.rpartition("/")[2] if id_text else ""
+    if (
+        len(token) < _TOKEN_DIGITS
+        or not (token.isascii() and token.isdigit())
+        or len(token) > _TOKEN_DIGITS + 9  # a PID of more than 19 digits is beyond a bigint
+        or int(token[10:]) > _BIGINT_MAX
+    ):
+        raise MalformedResponse(
+            f"{dt.key}: entry {number} has no 20-digit token in atom:id"
+            f" ({bounded(id_text)!r}){_REFUSED}"
+        )
+    return token
+
+
 def _describe_tag(tag: object) -> str:
-    return tag if isinstance(tag, str) else repr(tag)
+    return bounded(tag if isinstance(tag, str) else repr(tag))
 
 
 def _bad_value(dt: Datatype, token: str, el: etree._Element, why: str) -> MalformedResponse:
     return MalformedResponse(
-        f"{dt.key}: entry {token} element {etree.QName(el).localname}: value {el.text!r}"
-        f" is not valid ({why})"
+        f"{dt.key}: entry {token} (PID {int(token[10:])}) element {etree.QName(el).localname}:"
+        f" value {bounded(el.text)!r} is not valid ({bounded(why)}){_REFUSED}"
     )
+
+
+_BAD_TEXT = bad_text
 
 
 _ATOM = wire.NS_ATOM.encode()
@@ -271,11 +338,7 @@ def _parse_feed_element(
                         record = candidate
                         break
 
-        token = id_text.rpartition("/")[2] if id_text else ""
-        if len(token) < 20 or not (token.isascii() and token.isdigit()):
-            raise MalformedResponse(
-                f"{dt.key}: entry {len(entries) + 1} has no 20-digit token in atom:id ({id_text!r})"
-            )
+        token = _token_of(id_text, dt, len(entries) + 1)
         # Same split as wire.split_token (first 10 digits = seconds, the rest = PID), inlined.
         order = (int(token[:10]), int(token[10:]))
         if previous is not None and order <= previous:
@@ -291,7 +354,7 @@ def _parse_feed_element(
             modified_at = fromiso(updated)
         except ValueError:  # e.g. surrounding whitespace; the slow path says what is wrong
             modified_at = _timestamp(updated, f"{dt.key}: entry {token} atom:updated")
-        if modified_at.tzinfo is None:
+        if modified_at.tzinfo is None or not _in_range(modified_at):
             modified_at = _timestamp(updated, f"{dt.key}: entry {token} atom:updated")
         if record is None:
             raise MalformedResponse(f"{dt.key}: entry {token} has no record in atom:content")
@@ -315,28 +378,33 @@ def _parse_feed_element(
                         name = etree.QName(el).localname
                         if extra is None:
                             extra = {}
-                        extra[name] = el.text or ""
+                        extra[name] = _checked_text(dt, token, el)
                         unknown.add(name)
                     continue
                 index = found
             expected = index + 1
             kind = kinds[index]
-            text = el.text
+            text = _checked_text(dt, token, el)
             if kind == _TEXT:
-                values[index] = text if text is not None else ""
+                values[index] = text
                 continue
             try:
                 if kind == _INT:
-                    values[index] = int(text)
+                    number = int(text)
+                    if not _BIGINT_MIN <= number <= _BIGINT_MAX:
+                        raise _bad_value(dt, token, el, "beyond a 64-bit integer")
+                    values[index] = number
                 else:
                     stamp = fromiso(text)
                     if stamp.tzinfo is None:
                         raise _bad_value(dt, token, el, "no UTC offset; refusing to guess a zone")
+                    if not _in_range(stamp):
+                        raise _bad_value(dt, token, el, "outside the years 1 to 9999 in UTC")
                     values[index] = (
                         None if kind == _VALID_TO and stamp.year >= _OPEN_ENDED_YEAR else stamp
                     )
             except (TypeError, ValueError) as exc:
-                if text is None or not text.strip():
+                if not text.strip():
                     continue  # an empty number/date is the pre-2013 rendering of NULL
                 raise _bad_value(dt, token, el, str(exc)) from None
         entries.append(Entry(token, order[1], modified_at, tuple(values), extra))
@@ -347,6 +415,25 @@ def _parse_feed_element(
             f" {wire.MAX_RECORDS}; refusing the page"
         )
     return Page(entries, frozenset(unknown))
+
+
+def _checked_text(dt: Datatype, token: str, el: etree._Element) -> str:
+    """A field's text ("" for none), refused when it holds what no column should: a child
+    element (a field is text), a control character, or more than MAX_TEXT_CHARS."""
+    text = el.text
+    if len(el) and any(isinstance(child.tag, str) for child in el):
+        raise _bad_value(dt, token, el, "it holds elements, a field holds only text")
+    if text is None:
+        return ""
+    if len(text) > MAX_TEXT_CHARS:
+        raise MalformedResponse(
+            f"{dt.key}: entry {token} (PID {int(token[10:])}) element"
+            f" {etree.QName(el).localname}: value {bounded(text)!r} is {len(text)} characters"
+            f" long, more than {MAX_TEXT_CHARS}{_REFUSED}"
+        )
+    if _BAD_TEXT.search(text):
+        raise _bad_value(dt, token, el, "a control character")
+    return text
 
 
 def _entry_header(
@@ -364,11 +451,7 @@ def _entry_header(
             updated = child.text
         elif tag == _CONTENT:
             record = next((c for c in child if isinstance(c.tag, str)), None)
-    token = id_text.rpartition("/")[2] if id_text else ""
-    if len(token) < 20 or not (token.isascii() and token.isdigit()):
-        raise MalformedResponse(
-            f"{dt.key}: entry {number} has no 20-digit token in atom:id ({id_text!r})"
-        )
+    token = _token_of(id_text, dt, number)
     order = (int(token[:10]), int(token[10:]))
     if previous is not None and order <= previous:
         raise MalformedResponse(
@@ -401,7 +484,7 @@ def _parse_documents(feed: etree._Element, dt: Datatype, offset: str | None) -> 
             )
         token, previous, modified_at, record = _entry_header(entry, dt, len(entries) + 1, previous)
         namespace, name = split_tag(str(record.tag))
-        value = record_value(record, f"{dt.key}: entry {token}")
+        value = record_value(record, f"{dt.key}: entry {token} (PID {previous[1]})")
         profile.add(namespace, name, value)
         entries.append(Entry(token, previous[1], modified_at, (namespace or None, value)))
     return Page(entries, profile=profile)

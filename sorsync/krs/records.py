@@ -14,6 +14,7 @@ nothing a source sends is lost however its field lists differ from what we expec
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lxml import etree
@@ -22,6 +23,39 @@ from sorsync.krs.errors import MalformedResponse
 
 XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 MAX_DEPTH = 32  # a SOR record is two or three levels deep; more is a broken or hostile source
+# One field's text: SOR values are names, addresses and codes of a few hundred characters at
+# most; a megabyte is a broken or hostile source (the native walk in _pgrows.pyx agrees).
+MAX_TEXT_CHARS = 1024 * 1024
+# What no column should hold: C0 controls but tab, newline and carriage return; DEL; C1
+# controls. XML 1.0 forbids most C0 ones already; C1 ones are well-formed XML but no SOR text.
+bad_text = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SHOWN = 120  # characters of a refused value shown in a message
+
+
+def bounded(text: object, limit: int = _SHOWN) -> str:
+    """`text` for a message: at most `limit` characters, saying how much was left out."""
+    if text is None:
+        return ""
+    value = text if isinstance(text, str) else str(text)
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}… ({len(value) - limit} more characters)"
+
+
+def _check(text: str, name: str, where: str) -> str:
+    if len(text) > MAX_TEXT_CHARS:
+        raise MalformedResponse(
+            f"{where} field {name}: value {bounded(text)!r} is {len(text)} characters long, more"
+            f" than {MAX_TEXT_CHARS}; sorsync cannot store it, so the page is refused and the"
+            " token did not move — report the record to the source's operator (NSP)"
+        )
+    if bad_text.search(text):
+        raise MalformedResponse(
+            f"{where} field {name}: value {bounded(text)!r} holds a control character;"
+            " sorsync cannot store it, so the page is refused and the token did not move —"
+            " report the record to the source's operator (NSP)"
+        )
+    return text
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -76,24 +110,28 @@ def _name(tag: str, namespace: str) -> str:
 def _value(el: etree._Element, namespace: str, depth: int, where: str) -> Any:
     if depth > MAX_DEPTH:
         raise MalformedResponse(
-            f"{where}: elements nested more than {MAX_DEPTH} levels deep; a KRS record is"
-            " two or three levels deep, so the source is broken — refused"
+            f"{where} field {bounded(_name(str(el.tag), namespace))}: elements nested more than"
+            f" {MAX_DEPTH} levels deep; a KRS record is two or three levels deep, so the source"
+            " is broken — refused, the token did not move; report the record to the source's"
+            " operator (NSP)"
         )
     attributes = el.attrib
     children = [child for child in el if isinstance(child.tag, str)]
+    label = _name(str(el.tag), namespace)
     if not children and not attributes:
-        return el.text if el.text is not None else ""
+        return _check(el.text, label, where) if el.text is not None else ""
     if not children and len(attributes) == 1 and attributes.get(XSI_NIL) in ("true", "1"):
         return None
     out: dict[str, Any] = {}
     for name, attribute in attributes.items():
         ns, local = split_tag(str(name))
         # An attribute without a prefix has no namespace at all: it is the element's own.
-        out["@" + (local if ns in ("", namespace) else f"{{{ns}}}{local}")] = attribute
+        key = "@" + (local if ns in ("", namespace) else f"{{{ns}}}{local}")
+        out[key] = _check(str(attribute), f"{label}/{key}", where)
     text = el.text
     # Indentation between children is not content; text beside attributes alone is.
     if text is not None and (not children or text.strip()):
-        out["#text"] = text
+        out["#text"] = _check(text, label, where)
     for child in children:
         key = _name(str(child.tag), namespace)
         value = _value(child, namespace, depth + 1, where)

@@ -62,6 +62,11 @@ class SwapRefused(Exception):
     """A full sync's result looks wrong enough that it is not applied."""
 
 
+# Said by every shrink refusal, so the scheduler can tell it from other failures and alert.
+SHRINK_REFUSED = "shrink guard"
+DEFAULT_MAX_SHRINK = 0.2  # SORSYNC_FULL_MAX_SHRINK
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
     """Reported after each stored page and at each phase change.
@@ -179,11 +184,15 @@ def sync(
     expected_fields: Mapping[str, Expected] | None = None,
     source_identity: str | None = None,
     rebind: bool = False,
+    max_shrink: float = DEFAULT_MAX_SHRINK,
+    allow_shrink: bool = False,
 ) -> RunResult:
     """Run one delta or full sync of `datatypes` from `source` into the replica.
 
     `expected_fields` (datatype key → what the mapping expects) lets the run compare each
     document datatype's fields with the mapping, warn once about a difference and record it.
+    A full that would remove more than `max_shrink` of a datatype's rows is refused before the
+    swap unless `allow_shrink`.
 
     `source_identity` names the source (sorsync.sync.binding): a run against a datatype bound
     to another source raises `binding.ForeignSource` before anything is written, except a full
@@ -202,6 +211,7 @@ def sync(
     run = _Run(engine, source, kind, page_size, on_progress or _ignore, prefetch, examples)
     run.expected = dict(expected_fields or {})
     run.source_identity = source_identity
+    run.max_shrink = 1.0 if allow_shrink else max_shrink
     with advisory_lock(engine, LOCK_NAME):
         if source_identity is not None and not (kind == "full" and rebind):
             with _pg(engine) as pg:
@@ -289,6 +299,7 @@ class _Run:
         self.one_transaction = False  # the first full loads everything in one transaction
         self.expected: dict[str, Expected] = {}
         self.source_identity: str | None = None
+        self.max_shrink = DEFAULT_MAX_SHRINK
 
     # --- run bookkeeping -----------------------------------------------------------------
 
@@ -663,6 +674,18 @@ class _Run:
                             f" {recon.old_rows}; KRS never deletes rows, so this is refused and"
                             " nothing was changed — check SORSYNC_KRS_URL and the CVR's"
                             " permissions"
+                        )
+                    # A source that lost most of its rows (a broken import, a wrong view) must
+                    # not empty the replica: KRS itself never deletes rows.
+                    if recon.old_rows > 0 and recon.only_old > self.max_shrink * recon.old_rows:
+                        raise SwapRefused(
+                            f"{SHRINK_REFUSED}: the full sync of {dt.key} would remove"
+                            f" {recon.only_old} of the replica's {recon.old_rows} rows"
+                            f" ({recon.only_old / recon.old_rows:.0%}, more than the"
+                            f" {self.max_shrink:.0%} SORSYNC_FULL_MAX_SHRINK allows; received"
+                            f" {recon.new_rows}, {recon.only_new} new, {recon.changed} changed);"
+                            " nothing was changed — if the source really shrank, run"
+                            " `sorsync sync --full --allow-shrink` once"
                         )
                     recons[dt.key] = recon
                 for dt in dts:

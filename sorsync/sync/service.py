@@ -125,8 +125,10 @@ def run_sync(
     on_progress: ProgressCallback | None = None,
     source: Source | None = None,
     rebind: bool = False,
+    allow_shrink: bool = False,
 ) -> RunResult:
     """One run with the configured datatypes, page size and KRS (or `source`, already open).
+    `allow_shrink` lets a full remove more than SORSYNC_FULL_MAX_SHRINK of a datatype's rows.
     Raises LockHeld, SourceError, binding.ForeignSource (the replica is bound to another
     source; a full with `rebind` is the way to move it)."""
     dts = list(datatypes or settings.datatypes)
@@ -148,6 +150,8 @@ def run_sync(
             expected_fields=expected,
             source_identity=source.identity,
             rebind=rebind,
+            max_shrink=settings.full_max_shrink,
+            allow_shrink=allow_shrink,  # a person's choice (the CLI); the scheduler never asks
         )
     # The views answer from SOR2 once it holds rows (and from v1 while it does not).
     _ensure_views(engine, mapping, dts)

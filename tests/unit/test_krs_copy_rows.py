@@ -173,7 +173,15 @@ VALID = "<sorNummer>1</sorNummer><navn>A</navn>"
         # dates and times
         ("<validFrom>2024-02-29T00:00:00.000+01:00</validFrom>", True),
         ("<validFrom>2024-02-29T23:59:59-03:30</validFrom>", True),
-        ("<validFrom>0001-01-01T00:00:00.5+14:00</validFrom>", True),
+        # before year 1 / after year 9999 once in UTC: refused (issue 23), so Python decides
+        ("<validFrom>0001-01-01T00:00:00.5+14:00</validFrom>", False),
+        ("<validFrom>9999-12-31T23:59:59-14:00</validFrom>", False),
+        ("<validTo>9999-12-31T23:59:59-14:00</validTo>", False),
+        ("<validFrom>0001-01-01T14:00:00+14:00</validFrom>", True),
+        ("<validFrom>9999-12-31T23:59:59.999999Z</validFrom>", True),
+        ("<navn>A\u0085B</navn>", False),  # a C1 control: refused
+        ("<navn>A&#x7f;B</navn>", False),
+        ("<navn>\u00e6\u00f8\u00e5\u00a0</navn>", True),  # C2 A0 is not a control
         ("<validFrom>2024-01-01T00:00:00.123456Z</validFrom>", True),
         ("<validFrom>2024-01-01T00:00:00.1234567Z</validFrom>", False),
         ("<validFrom>2024-01-01 00:00:00Z</validFrom>", False),
