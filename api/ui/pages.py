@@ -364,36 +364,37 @@ class Fact:
     lines: tuple[str, ...] = ()  # more lines under the value (addresses)
 
 
-_DIFFED = (
-    "name",
-    "shak",
-    "ean",
-    "ydernummer",
-    "parent_sor_id",
-    "street",
-    "postcode",
-    "city",
-    "phone",
-    "email",
-    "www",
-    "specialty_text",
-    "entity_type",
-    "organisational_level_name",
-    "specialities",
-    "addresses",
-    "replaced_by",
-)
+# The fields a person would notice changing between versions, with their label's key.
+_DIFFED = {
+    "name": "col.name",
+    "shak": "as.shak",
+    "ean": "as.gln",
+    "ydernummer": "as.ydernummer",
+    "parent_sor_id": "unit.parent",
+    "street": "field.street",
+    "postcode": "as.postcode",
+    "city": "field.city",
+    "phone": "unit.phone",
+    "email": "unit.email",
+    "www": "unit.www",
+    "specialty_text": "unit.specialty",
+    "entity_type": "unit.entity_type",
+    "organisational_level_name": "unit.level",
+    "specialities": "unit.specialities",
+    "addresses": "field.addresses",
+    "replaced_by": "unit.replaced_by",
+}
 
 
-def _changes(before: Unit | None, after: Unit) -> list[tuple[str, str, str]]:
-    """(field, old, new) for the fields a person would notice changing between versions."""
+def _changes(t: Callable[..., str], before: Unit | None, after: Unit) -> list[tuple[str, str, str]]:
+    """(label, old, new) of each field in _DIFFED that differs from the version before."""
     if before is None:
         return []
     out = []
-    for name in _DIFFED:
+    for name, key in _DIFFED.items():
         old, new = getattr(before, name, None), getattr(after, name, None)
         if old != new:
-            out.append((name, _plain(old), _plain(new)))
+            out.append((t(key), _plain(old), _plain(new)))
     return out
 
 
@@ -596,7 +597,7 @@ def unit_page(request: Request, sor_id: str, date: str | None = None) -> Respons
                 href=_version_href(key, v, day),
                 label=f"{t('unit.version', n=n)}: {_range(t, v.valid_from, v.valid_to)}"
                 + (f", {v.name}" if v.name else ""),
-                text=f"v{n}",
+                text=str(n),  # part of the accessible name "Version n: …" (axe)
                 current=n == current_n,
             )
             for n, v in enumerate(versions, 1)
@@ -621,7 +622,7 @@ def unit_page(request: Request, sor_id: str, date: str | None = None) -> Respons
         {
             "n": n,
             "unit": v,
-            "changes": _changes(versions[n - 2] if n > 1 else None, v),
+            "changes": _changes(t, versions[n - 2] if n > 1 else None, v),
             "href": _version_href(key, v, day),
             "target": _version_day(v, day),
             "facts": facts(t, v, found["names"]),
@@ -851,7 +852,7 @@ def status_page(request: Request) -> Response:
                     id=r.id,
                     kind=_run_word(t, r.kind),
                     status=_run_word(t, r.status),
-                    seconds="–" if r.seconds is None else f"{r.seconds:.1f}",
+                    seconds="–" if r.seconds is None else f"{r.seconds:.2f}",
                     records=f"{r.records:,}".replace(",", " "),
                     at=when(r.started_at),
                 ),

@@ -3,6 +3,7 @@ units) and the chart of recent sync runs. Only numbers and labels here; the temp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -88,8 +89,9 @@ def timeline(lanes: list[Lane], marker: date, *, label_width: float = 0.0) -> Ti
             return default
         return left + (right - left) * (day - t0).days / (t1 - t0).days
 
-    height = TOP + LANE_H * max(len(lanes), 1) + 26.0
-    out = Timeline(width=WIDTH, height=height, left=left, axis_y=height - 24.0)
+    # Below the axis: the year labels, then the marker's date.
+    height = TOP + LANE_H * max(len(lanes), 1) + 40.0
+    out = Timeline(width=WIDTH, height=height, left=left, axis_y=height - 38.0)
     index = 0
     for n, lane in enumerate(lanes):
         y = TOP + n * LANE_H
@@ -108,8 +110,7 @@ def timeline(lanes: list[Lane], marker: date, *, label_width: float = 0.0) -> Ti
     return out
 
 
-def _year_ticks(t0: date, t1: date, x: object) -> list[Tick]:
-    assert callable(x)
+def _year_ticks(t0: date, t1: date, x: Callable[[date], float]) -> list[Tick]:
     years = t1.year - t0.year
     step = next(s for s in (1, 2, 5, 10, 20, 50) if years / s <= 9)
     ticks = []
@@ -166,7 +167,7 @@ def run_chart(
         return chart
     max_s = max((s or 0.0 for s, *_ in runs), default=0.0) or 1.0
     max_r = max((r for _, r, *_ in runs), default=0) or 1
-    chart.max_seconds = f"{max_s:.1f}" if max_s < 100 else f"{max_s:.0f}"
+    chart.max_seconds = f"{max_s:.2f}" if max_s < 10 else f"{max_s:.0f}"
     chart.max_records = f"{max_r:,}".replace(",", " ")
     slot = (right - left) / max(len(runs), 12)
     for i, (seconds, records, css, label, tick) in enumerate(runs):
