@@ -218,6 +218,6 @@ def age_text(t: Callable[..., str], seconds: float | None) -> str:
         return t("age.s", n=round(seconds))
     if seconds < 7200:
         return t("age.min", n=round(seconds / 60))
-    if seconds < 3 * 86400:
+    if seconds < 2 * 86400:
         return t("age.h", n=round(seconds / 3600))
     return t("age.d", n=round(seconds / 86400))
