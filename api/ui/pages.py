@@ -447,8 +447,9 @@ def facts(t: Callable[..., str], u: Unit, names: dict[int, str]) -> list[Fact]:
         out.append(Fact(t("unit.sor_type"), str(get("sor_type"))))
     if get("entity_type"):
         out.append(Fact(t("unit.entity_type"), str(get("entity_type"))))
+    level_name, level_code = get("organisational_level_name"), get("organisational_level_code")
     level = " ".join(
-        str(v) for v in (get("organisational_level_name"), get("organisational_level_code")) if v
+        x for x in (level_name and str(level_name), level_code and f"({level_code})") if x
     )
     if level:
         out.append(Fact(t("unit.level"), level))
@@ -493,11 +494,21 @@ def facts(t: Callable[..., str], u: Unit, names: dict[int, str]) -> list[Fact]:
             out.append(Fact(t("unit.specialities"), lines[0], lines=lines[1:]))
     addresses = get("addresses")
     if isinstance(addresses, dict) and addresses:
-        for name, parts in addresses_json(addresses).items():
+        # SOR2 often repeats one address as postal, visiting and activity: list it once.
+        grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        order = ["postal", "visiting", "activity"]
+        named = addresses_json(addresses)
+        for name in sorted(named, key=lambda n: order.index(n) if n in order else len(order)):
+            parts = named[name]
             key = f"unit.address.{name}"
-            first, rest = _address_lines(parts)
             label = t(key) if key in _ADDRESS_KEYS else name
-            out.append(Fact(label, first, lines=rest))
+            grouped.setdefault(_address_lines(parts), []).append(label)
+        for (first, rest), labels in grouped.items():
+            if len(labels) == 1:
+                out.append(Fact(labels[0], first, lines=rest))
+            else:
+                roles = "(" + ", ".join(x.lower() for x in labels) + ")"
+                out.append(Fact(t("unit.address"), first, lines=(*rest, roles)))
     elif u.street or u.postcode or u.city:
         place = " ".join(x for x in (u.postcode, u.city) if x)
         first = u.street or place

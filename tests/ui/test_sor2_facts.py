@@ -57,7 +57,7 @@ def test_sor2_fields_are_listed() -> None:
     listed = {f.label: f for f in facts(t, sor2_unit(), {})}
     assert listed["SOR-type"].value == "OE"
     assert listed["Enhedstype"].value == "Klinisk enhed"
-    assert listed["Organisatorisk niveau"].value == "Afsnit 3"
+    assert listed["Organisatorisk niveau"].value == "Afsnit (3)"
     assert listed["Sundhedsinstitution"].value == "Testhospital Syd"
     owner = listed["Institutionsejer"]
     assert owner.value == "Region Test"
@@ -70,6 +70,14 @@ def test_sor2_fields_are_listed() -> None:
     assert visiting.lines[0] == "8000 Aarhus C"
     assert visiting.lines[1].startswith("56.1")  # WGS84 latitude, projected by pyproj
     assert "ETRS89 E 575000 N 6223000" in visiting.lines[1]
+
+
+def test_one_address_in_several_roles_is_listed_once() -> None:
+    same = {"street_name": "Testvej", "street_building_id": "12", "postcode": "8000"}
+    unit = sor2_unit(addresses={"postal": same, "visiting": same, "activity": same})
+    listed = {f.label: f for f in facts(translator("da"), unit, {})}
+    assert listed["Adresse"].value == "Testvej 12"
+    assert listed["Adresse"].lines == ("8000", "(postadresse, besøgsadresse, aktivitetsadresse)")
 
 
 def test_english_labels_and_replaced_by() -> None:
