@@ -72,10 +72,15 @@ def test_shak_page_is_a_timeline(api_client: TestClient, sor_data: SorData) -> N
 
 
 def test_english(api_client: TestClient, sor_data: SorData) -> None:
-    r = api_client.get("/sog", params={"q": "akut", "lang": "en"})
-    assert 'lang="en"' in r.text
-    assert "Read as" in r.text
-    assert r.cookies.get("lang") == "en"
+    try:
+        r = api_client.get("/sog", params={"q": "akut", "lang": "en"})
+        assert 'lang="en"' in r.text
+        assert "Read as" in r.text
+        assert r.cookies.get("lang") == "en"
+        again = api_client.get("/sog")  # the cookie keeps the choice
+        assert 'lang="en"' in again.text
+    finally:
+        api_client.cookies.clear()  # the client is the session's
 
 
 @pytest.mark.parametrize(
@@ -113,3 +118,24 @@ def test_static_files(api_client: TestClient) -> None:
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/css")
     assert api_client.get("/static/nope.css").status_code == 404
+
+
+def test_keyset_paging(
+    api_client: TestClient, sor_data: SorData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Name results come a page at a time; "next page" carries `after` (the last SOR id)."""
+    from api.ui import pages
+
+    monkeypatch.setattr(pages, "PAGE_SIZE", 1)  # two hits in the fixture data: two pages
+    first = api_client.get("/sog", params={"q": "akut"})
+    assert "Akutafdelingen" in first.text
+    assert "Akutmodtagelsen" not in first.text
+    found = re.search(r'href="(/sog\?[^"]*after=(\d+)[^"]*)" rel="next"', first.text)
+    assert found, first.text
+    assert found.group(2) == sor_data.emergency
+    second = api_client.get(found.group(1).replace("&amp;", "&"))
+    assert "Akutmodtagelsen" in second.text
+    body = second.text.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert body.count("<tr>") == 1  # one result row
+    assert 'rel="next"' not in second.text
+    assert "Første side" in second.text
