@@ -76,7 +76,6 @@ STRINGS: dict[str, tuple[str, str]] = {
     "unit.address.postal": ("Postadresse", "Postal address"),
     "unit.address.visiting": ("Besøgsadresse", "Visiting address"),
     "unit.address.activity": ("Aktivitetsadresse", "Activity address"),
-    "unit.coordinates": ("Koordinater", "Coordinates"),
     "unit.phone": ("Telefon", "Phone"),
     "unit.email": ("E-mail", "E-mail"),
     "unit.www": ("Hjemmeside", "Website"),
