@@ -22,6 +22,7 @@ from api.metrics import MetricsMiddleware, make_metrics
 from api.problems import FHIR_JSON, PROBLEM_JSON
 from api.routes import fhir, health, shak, sor, status, units
 from api.schemas import Problem
+from api.ui import router as ui_router
 from sorsync.config import Settings, get_settings
 from sorsync.logs import configure
 
@@ -145,6 +146,7 @@ def create_app(
     problems.install(app)
     for module in (shak, sor, units, status, fhir, health):
         app.include_router(module.router)
+    app.include_router(ui_router)  # the web UI at / (api/ui), outside the OpenAPI document
     if cache_entries > 0:
         hot = [
             (_route(shak.router, shak.get_shak), "shak"),

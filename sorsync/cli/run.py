@@ -326,6 +326,7 @@ def _main(settings: Settings, supervisor: Supervisor) -> int:
         return EXIT_OK
     typer.echo(
         f"sorsync is running (ready in {time.monotonic() - started:.1f} s)\n"
+        f"  web UI:  {base}/\n"
         f"  API:     {base}/v1   e.g. {base}/v1/status\n"
         f"  docs:    {base}/docs\n"
         "  Ctrl-C stops everything."
