@@ -322,42 +322,9 @@ def _parse_feed_element(
             previous = None  # the server would have refused it; nothing to compare with
 
     for entry in feed.iterchildren(_ENTRY):
-        id_text: str | None = None
-        updated: str | None = None
-        record: Any = None
-        for child in entry:
-            tag = child.tag
-            if tag == _ID:
-                id_text = child.text
-            elif tag == _UPDATED:
-                updated = child.text
-            elif tag == _CONTENT:
-                for candidate in child:
-                    candidate_tag: object = candidate.tag
-                    if isinstance(candidate_tag, str):
-                        record = candidate
-                        break
-
-        token = _token_of(id_text, dt, len(entries) + 1)
-        # Same split as wire.split_token (first 10 digits = seconds, the rest = PID), inlined.
-        order = (int(token[:10]), int(token[10:]))
-        if previous is not None and order <= previous:
-            raise MalformedResponse(
-                f"{dt.key}: entry {len(entries) + 1} token {token} does not come after the"
-                f" previous token/offset {previous[0]:010d}{previous[1]:010d}; the server's"
-                " order is broken"
-            )
-        previous = order
-        if not updated:
-            raise MalformedResponse(f"{dt.key}: entry {token} has no atom:updated")
-        try:
-            modified_at = fromiso(updated)
-        except ValueError:  # e.g. surrounding whitespace; the slow path says what is wrong
-            modified_at = _timestamp(updated, f"{dt.key}: entry {token} atom:updated")
-        if modified_at.tzinfo is None or not _in_range(modified_at):
-            modified_at = _timestamp(updated, f"{dt.key}: entry {token} atom:updated")
-        if record is None:
-            raise MalformedResponse(f"{dt.key}: entry {token} has no record in atom:content")
+        token, previous, modified_at, record = _entry_header(
+            entry, dt, len(entries) + 1, previous
+        )
         if record.tag != record_tag:
             raise MalformedResponse(
                 f"{dt.key}: entry {token}: expected record element {record_tag},"
@@ -407,7 +374,7 @@ def _parse_feed_element(
                 if not text.strip():
                     continue  # an empty number/date is the pre-2013 rendering of NULL
                 raise _bad_value(dt, token, el, str(exc)) from None
-        entries.append(Entry(token, order[1], modified_at, tuple(values), extra))
+        entries.append(Entry(token, previous[1], modified_at, tuple(values), extra))
 
     if len(entries) > wire.MAX_RECORDS:
         raise MalformedResponse(
