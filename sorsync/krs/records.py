@@ -98,7 +98,15 @@ def _flat(record: etree._Element, namespace: str) -> dict[str, Any] | None:
         if key in out or "}" in key:
             return None
         text = child.text
-        out[key] = text if text is not None else ""
+        if text is None:
+            out[key] = ""
+        elif len(text) > MAX_TEXT_CHARS:
+            return None  # `_value` refuses it, with the message
+        else:
+            out[key] = text
+    # One search over the record's texts instead of one per field; `_value` says which field.
+    if bad_text.search("".join(out.values())):
+        return None
     return out
 
 

@@ -130,3 +130,9 @@ def test_a_bad_override_names_the_file_and_entry(tmp_path: Path, text: str, mess
     with pytest.raises(MappingError, match=message) as caught:
         load_mapping(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_flat_record_with_a_control_character_is_refused() -> None:
+    # U+0085 is well-formed XML but no SOR text; the one-pass read must not let it through.
+    with pytest.raises(MalformedResponse, match="control character"):
+        _record("<r xmlns='urn:x'><A>1</A><B>x\u0085y</B></r>")
