@@ -96,11 +96,12 @@ def test_a_delta_from_another_source_is_refused_until_a_full_rebinds(
     tmp_path: Path,
 ) -> None:
     sim_add_rows(SYGEHUS.key, [source_values(SYGEHUS, i) for i in range(6)])
-    # The other source numbers its PIDs alike: a delta would overwrite these rows by PID.
+    # The other source numbers its PIDs alike: a delta would overwrite these rows by PID. One
+    # row fewer stays within the full sync's shrink guard (SORSYNC_FULL_MAX_SHRINK).
     add_rows(
         other_simulator.store,
         SYGEHUS.key,
-        [source_values(SYGEHUS, i, tag=" (B)") for i in range(4)],
+        [source_values(SYGEHUS, i, tag=" (B)") for i in range(5)],
     )
     env_a = cli_env(database_url, simulator.url)
     env_b = cli_env(database_url, other_simulator.url.replace("://", "://user:hunter2@"))
@@ -122,9 +123,9 @@ def test_a_delta_from_another_source_is_refused_until_a_full_rebinds(
     full = sorsync(["sync", "--full", "--json"], env_b, tmp_path)
     assert full.returncode == 0, full.stderr
     (dt,) = json.loads(full.stdout)["datatypes"]
-    assert dt["reconciliation"]["only_old"] == 2
-    assert dt["reconciliation"]["changed"] == 4
-    assert len(replica_rows(clean_db, SYGEHUS)) == 4
+    assert dt["reconciliation"]["only_old"] == 1
+    assert dt["reconciliation"]["changed"] == 5
+    assert len(replica_rows(clean_db, SYGEHUS)) == 5
 
     report = json.loads(sorsync(["status", "--json"], env_b, tmp_path).stdout)
     (st,) = report["datatypes"]
