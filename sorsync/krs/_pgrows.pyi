@@ -10,3 +10,6 @@ def encode(
     after: bytes,
     max_records: int,
 ) -> tuple[bytes, int, str, str] | None: ...
+def encode_documents(
+    feed: etree._Element, atom_ns: bytes, after: bytes, max_records: int
+) -> tuple[bytes, int, str, str, str | None, str, list[tuple[str, int]]] | None: ...

@@ -473,3 +473,232 @@ def encode(
         )
     finally:
         free(buf.data)
+
+
+# --- whole records (document datatypes: SOR2) --------------------------------------------------
+
+cdef enum:
+    MAX_NAMES = 256  # distinct field names in one page; SOR2's sorentity has about 80
+
+
+cdef int put_json_string(Buffer* buf, const char* text, Py_ssize_t length) except -1:
+    """`text` as a JSON string. plain_text() has let through no control character but tab,
+    newline and carriage return, so every escape is two bytes."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    cdef char* out
+    reserve(buf, 2 + 2 * length)
+    out = buf.data + buf.size
+    out[0] = 34  # '"'
+    out += 1
+    for i in range(length):
+        c = <unsigned char>text[i]
+        if c == 34 or c == 92:  # '"' '\'
+            out[0] = 92
+            out[1] = <char>c
+            out += 2
+        elif c < 32:
+            out[0] = 92
+            out[1] = <char>(116 if c == 9 else (110 if c == 10 else 114))  # t n r
+            out += 2
+        else:
+            out[0] = <char>c
+            out += 1
+    out[0] = 34
+    out += 1
+    buf.size = out - buf.data
+    return 0
+
+
+cdef inline bint same_ns(tree.xmlNs* a, const char* href) noexcept:
+    if a is NULL:
+        return href is NULL
+    return href is not NULL and strcmp(<const char*>a.href, href) == 0
+
+
+cdef bint blank(const char* text) noexcept:
+    cdef Py_ssize_t i = 0
+    while text[i]:
+        if text[i] != 32 and text[i] != 9 and text[i] != 10 and text[i] != 13:
+            return 0
+        i += 1
+    return 1
+
+
+def encode_documents(
+    _Element feed not None,
+    bytes atom_ns not None,
+    bytes after not None,
+    int max_records,
+):
+    """The feed's entries as a COPY BINARY stream of whole records, or None to take the slow
+    path (records.py, which is the definition).
+
+    Columns: pid, modified_at, token, record_namespace, record (jsonb). Only the common record
+    is read here: no attribute, every child a leaf element with plain text in the record's
+    namespace, no name twice, one record element and namespace for the whole page. Returns
+    (data, count, first_token, last_token, namespace or None, record name, [(field, count)]).
+    """
+    cdef tree.xmlNode* parts[3]
+    cdef tree.xmlNode* entry
+    cdef tree.xmlNode* record
+    cdef tree.xmlNode* child
+    cdef const char* updated_text = NULL
+    cdef const char* token
+    cdef const char* text
+    cdef const char* page_ns = NULL
+    cdef const char* page_name = NULL
+    cdef const char* record_ns
+    cdef const unsigned char* names[MAX_NAMES]
+    cdef Py_ssize_t counts[MAX_NAMES]
+    cdef Py_ssize_t seen_in[MAX_NAMES]
+    cdef int name_count = 0
+    cdef int j, k, expected
+    cdef char previous[TOKEN_DIGITS]
+    cdef char first[TOKEN_DIGITS]
+    cdef bint have_previous = len(after) == TOKEN_DIGITS
+    cdef bint first_field
+    cdef Py_ssize_t count = 0
+    cdef Py_ssize_t length, field_start
+    cdef int year
+    cdef int64_t modified = 0
+    cdef Buffer buf
+    if after and not have_previous:
+        return None
+    if have_previous:
+        memcpy(previous, <const char*>after, TOKEN_DIGITS)
+    buf.data = NULL
+    buf.size = 0
+    buf.capacity = 0
+    try:
+        reserve(&buf, 19)
+        memcpy(buf.data, b"PGCOPY\n\xff\r\n\x00", 11)
+        buf.size = 11
+        put_be(&buf, 0, 4)
+        put_be(&buf, 0, 4)
+        entry = feed._c_node.children
+        while entry is not NULL:
+            if not is_element(entry, atom_ns, b"entry"):
+                entry = entry.next
+                continue
+            if not entry_parts(entry, atom_ns, parts):
+                return None
+            token = entry_token(parts[0])
+            if token is NULL or (have_previous and memcmp(token, previous, TOKEN_DIGITS) <= 0):
+                return None
+            memcpy(previous, token, TOKEN_DIGITS)
+            have_previous = True
+            if count == 0:
+                memcpy(first, token, TOKEN_DIGITS)
+            if not text_of(parts[1], &updated_text) or updated_text is NULL:
+                return None
+            if not parse_stamp(updated_text, &modified, &year):
+                return None
+            record = parts[2].children
+            while record is not NULL and record.type != tree.XML_ELEMENT_NODE:
+                record = record.next
+            if record is NULL or record.properties is not NULL:
+                return None
+            record_ns = NULL if record.ns is NULL else <const char*>record.ns.href
+            if count == 0:
+                page_ns = record_ns
+                page_name = <const char*>record.name
+            elif not same_ns(record.ns, page_ns) or strcmp(<const char*>record.name, page_name):
+                return None
+
+            reserve(&buf, 2)
+            put_be(&buf, 5, 2)
+            put_int8(&buf, pid(token))
+            put_int8(&buf, modified)
+            put_text(&buf, token, TOKEN_DIGITS)
+            if record_ns is NULL or record_ns[0] == 0:
+                put_null(&buf)
+            else:
+                put_text(&buf, record_ns, strlen(record_ns))
+            reserve(&buf, 6)
+            field_start = buf.size
+            buf.size += 4  # the jsonb field's length, written below
+            buf.data[buf.size] = 1  # jsonb's binary format version
+            buf.data[buf.size + 1] = 123  # '{'
+            buf.size += 2
+            first_field = True
+            expected = 0
+            child = record.children
+            while child is not NULL:
+                if child.type != tree.XML_ELEMENT_NODE:
+                    if child.type == tree.XML_TEXT_NODE:
+                        if child.content is not NULL and not blank(<const char*>child.content):
+                            return None  # text beside the fields: the slow path keeps it
+                    elif child.type != tree.XML_COMMENT_NODE and child.type != tree.XML_PI_NODE:
+                        return None
+                    child = child.next
+                    continue
+                if child.properties is not NULL or not same_ns(child.ns, record_ns):
+                    return None
+                if not text_of(child, &text):
+                    return None
+                # The field's slot: usually the one after the last (records repeat their order).
+                j = -1
+                if expected < name_count and names[expected] == child.name:
+                    j = expected
+                else:
+                    for k in range(name_count):
+                        if names[k] == child.name or strcmp(
+                            <const char*>names[k], <const char*>child.name
+                        ) == 0:
+                            j = k
+                            break
+                if j < 0:
+                    if name_count == MAX_NAMES:
+                        return None
+                    j = name_count
+                    names[j] = child.name
+                    counts[j] = 0
+                    seen_in[j] = -1
+                    name_count += 1
+                if seen_in[j] == count:
+                    return None  # a name twice in one record: the slow path makes a list
+                seen_in[j] = count
+                counts[j] += 1
+                expected = j + 1
+                length = 0 if text is NULL else strlen(text)
+                if length and not plain_text(text, length):
+                    return None
+                k = <int>strlen(<const char*>child.name)
+                reserve(&buf, k + 4)
+                if not first_field:
+                    buf.data[buf.size] = 44  # ','
+                    buf.size += 1
+                first_field = False
+                buf.data[buf.size] = 34
+                memcpy(buf.data + buf.size + 1, child.name, k)
+                buf.data[buf.size + 1 + k] = 34
+                buf.data[buf.size + 2 + k] = 58  # ':'
+                buf.size += k + 3
+                put_json_string(&buf, text, length)  # length 0 reads nothing of a NULL text
+                child = child.next
+            reserve(&buf, 1)
+            buf.data[buf.size] = 125  # '}'
+            buf.size += 1
+            length = buf.size - field_start - 4
+            for k in range(4):
+                buf.data[field_start + k] = <char>((length >> (8 * (3 - k))) & 0xFF)
+            count += 1
+            if count > max_records:
+                return None
+            entry = entry.next
+        if count == 0:
+            return None
+        reserve(&buf, 2)
+        put_be(&buf, 0xFFFF, 2)
+        return (
+            PyBytes_FromStringAndSize(buf.data, buf.size),
+            count,
+            PyBytes_FromStringAndSize(first, TOKEN_DIGITS).decode("ascii"),
+            PyBytes_FromStringAndSize(previous, TOKEN_DIGITS).decode("ascii"),
+            None if page_ns is NULL or page_ns[0] == 0 else page_ns.decode("utf-8"),
+            page_name.decode("utf-8"),
+            [((<const char*>names[k]).decode("utf-8"), counts[k]) for k in range(name_count)],
+        )
+    finally:
+        free(buf.data)

@@ -20,7 +20,7 @@ from sorsync.krs.errors import (
     SoapFault,
     TransportError,
 )
-from sorsync.krs.profile import Profile
+from sorsync.krs.profile import FieldSeen, Profile
 from sorsync.krs.records import MAX_TEXT_CHARS, bad_text, bounded, record_value, split_tag
 from sorsync.xmlsafe import safe_parser
 
@@ -275,19 +275,25 @@ _BAD_TEXT = bad_text
 _ATOM = wire.NS_ATOM.encode()
 
 
+def _native_after(offset: str | None) -> bytes | None:
+    """The offset as the native walks take it (b"" for none), or None where they cannot."""
+    if offset is None:
+        return b""
+    try:
+        seconds, pid = wire.split_token(offset)
+    except ValueError:
+        return b""  # the Python walks ignore such an offset too
+    if seconds >= 10**10 or pid >= 10**10:
+        return None
+    return f"{seconds:010d}{pid:010d}".encode()
+
+
 def _encode_rows(feed: etree._Element, dt: Datatype, offset: str | None) -> CopyRows | None:
     """The page's rows encoded by the native walker, or None where only the walk below may
     judge them (an odd value, an unknown element, an error to report) or there are none."""
-    after = b""
-    if offset is not None:
-        try:
-            seconds, pid = wire.split_token(offset)
-        except ValueError:
-            pass  # the walk below ignores such an offset too
-        else:
-            if seconds >= 10**10 or pid >= 10**10:
-                return None
-            after = f"{seconds:010d}{pid:010d}".encode()
+    after = _native_after(offset)
+    if after is None:
+        return None
     record_ns, record_name, names, kinds = _record_spec(dt).native
     encoded = _pgrows.encode(
         feed, _ATOM, record_ns, record_name, names, kinds, after, wire.MAX_RECORDS
@@ -299,6 +305,10 @@ def _parse_feed_element(
     feed: etree._Element, dt: Datatype, offset: str | None, copy_rows: bool = False
 ) -> Page:
     if dt.is_document:
+        if copy_rows and _pgrows is not None:
+            native = _encode_documents(feed, dt, offset)
+            if native is not None:
+                return native
         return _parse_documents(feed, dt, offset)
     if copy_rows and not NATIVE_WALK:
         _say_fallback_once()
@@ -322,9 +332,7 @@ def _parse_feed_element(
             previous = None  # the server would have refused it; nothing to compare with
 
     for entry in feed.iterchildren(_ENTRY):
-        token, previous, modified_at, record = _entry_header(
-            entry, dt, len(entries) + 1, previous
-        )
+        token, previous, modified_at, record = _entry_header(entry, dt, len(entries) + 1, previous)
         if record.tag != record_tag:
             raise MalformedResponse(
                 f"{dt.key}: entry {token}: expected record element {record_tag},"
@@ -431,6 +439,34 @@ def _entry_header(
     if record is None:
         raise MalformedResponse(f"{dt.key}: entry {token} has no record in atom:content")
     return token, order, modified_at, record
+
+
+PROFILED_ENTRIES = 25  # a natively read page's records whose values are typed for the profile
+
+
+def _encode_documents(feed: etree._Element, dt: Datatype, offset: str | None) -> Page | None:
+    """A page of whole records as the native walk writes them (the same JSON as records.py's
+    one-pass read), or None where only `_parse_documents` may judge the page. The field counts
+    come from every record; types and samples from the first PROFILED_ENTRIES."""
+    after = _native_after(offset)
+    if after is None:
+        return None
+    encoded = _pgrows.encode_documents(feed, _ATOM, after, wire.MAX_RECORDS)
+    if encoded is None:
+        return None
+    data, count, first, last, namespace, name, counts = encoded
+    profile = Profile()
+    for n, entry in enumerate(feed.iterchildren(_ENTRY)):
+        if n == PROFILED_ENTRIES:
+            break
+        record = next(c for e in entry.iterchildren(_CONTENT) for c in e if isinstance(c.tag, str))
+        profile.add(namespace or "", name, record_value(record, f"{dt.key}: entry {n + 1}"))
+    profile.records = count
+    profile.namespaces = {namespace or "": count}
+    profile.record_names = {name: count}
+    for field_name, seen in counts:
+        profile.fields.setdefault(field_name, FieldSeen()).count = seen
+    return Page([], copy_rows=CopyRows(data, count, first, last), profile=profile)
 
 
 def _parse_documents(feed: etree._Element, dt: Datatype, offset: str | None) -> Page:
