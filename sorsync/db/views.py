@@ -251,11 +251,13 @@ class Sources:
 
     sor2_units: bool
     shak_from_map: bool
+    fictive: bool = False  # the replica comes from the built-in simulator (sorsync.sync.binding)
 
     @property
     def label(self) -> str:
         units = "sor2" if self.sor2_units else "v1"
-        return f"{units}+map" if self.shak_from_map else units
+        units = f"{units}+map" if self.shak_from_map else units
+        return f"{units}+fictive" if self.fictive else units
 
 
 def unit_view(mapping: SorMapping, sources: Sources) -> str:
@@ -406,17 +408,32 @@ def statements(
         shak_map_view(mapping, sources),
     ]
     out += [statement for _, statement in index_statements(mapping).values()]
-    out += _comments(mapping)
+    out += _comments(mapping, sources)
     return out
 
 
-def _comments(mapping: SorMapping) -> list[str]:
-    out = []
+FICTIVE = "FICTIVE DEMO DATA from sorsync's built-in simulator, not SOR. "
+VIEW_COMMENTS = {
+    "unit": "Every version of every SOR unit, one row per version: from SOR2 (sor/v2/sorentity/v1)"
+    " when it is replicated, else from the five v1 views (column datatype says which). Valid on"
+    " date D when valid_from <= D and (valid_to IS NULL or D < valid_to).",
+    "unit_current": "The versions of sor.unit valid right now. Same columns as sor.unit.",
+    "unit_link": "Child to parent links as sor.unit's parent_sor_id defines them (for children).",
+    "shak_map": "SHAK code to SOR id with validity: SOR2's shaksormap when it is replicated, else"
+    " the units' own SHAK codes. A SHAK code can map to several SOR units on the same date.",
+}
+
+
+def _comments(mapping: SorMapping, sources: Sources) -> list[str]:
+    mark = FICTIVE if sources.fictive else ""
+    out = [
+        f"COMMENT ON VIEW sor.{view} IS {_lit(mark + text)}" for view, text in VIEW_COMMENTS.items()
+    ]
     for m in mapping.datatypes.values():
         out.append(
             f'COMMENT ON VIEW sor."{m.view}" IS '
             + _lit(
-                f"SOR2 {m.key} ({m.doc}): every row NSP delivered, typed by the mapping; "
+                mark + f"SOR2 {m.key} ({m.doc}): every row NSP delivered, typed by the mapping; "
                 "column record holds the whole record, unmapped fields included."
             )
         )
@@ -462,9 +479,14 @@ def ensure(
     try:
         pg.rollback()
         pg.autocommit = True
+        fictive = pg.execute(
+            # sorsync.sync.binding names the built-in simulator's data `simulator:…`.
+            "SELECT EXISTS (SELECT 1 FROM krs.sync_state WHERE source LIKE 'simulator:%')"
+        ).fetchone()
         sources = Sources(
             sor2_units=_has_rows(pg, lookup(mapping.role("sorentity").key).table),
             shak_from_map=_has_rows(pg, lookup(mapping.role("shaksormap").key).table),
+            fictive=bool(fictive and fictive[0]),
         )
         wanted = fingerprint(mapping, sources)
         applied = pg.execute("SELECT fingerprint FROM krs.mapping_state WHERE id = 1").fetchone()

@@ -76,6 +76,10 @@ def test_demo_when_asked_for_is_marked_fictive(
     human = sorsync(["status"], env, tmp_path).stdout
     assert "FICTIVE demo data" in human.splitlines()[0]
     assert f"source: {simulator_identity()}" in human
+    # Analysts see it too: the views' comments say so.
+    with clean_db.connect() as conn:
+        comment = conn.execute(text("SELECT obj_description('sor.unit'::regclass)")).scalar_one()
+    assert comment.startswith("FICTIVE DEMO DATA")
 
 
 @pytest.fixture
