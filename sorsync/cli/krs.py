@@ -70,12 +70,12 @@ def describe(
     with krs_source(settings, krs_url) as source:
         for _ in range(pages):
             page = source.client.replicate(whole, offset, page_size)
-            if not page.entries:
+            if not len(page) or page.last_token is None:
                 break
             read += 1
             if page.profile is not None:
                 profile.merge(page.profile)
-            offset = page.entries[-1].token
+            offset = page.last_token
         where = source.description
     expected = expected_elements(settings, dt)
     drift = None if expected is None or profile.records == 0 else compare(profile, expected)
