@@ -381,6 +381,34 @@ cdef bint record_fields(
     return 1
 
 
+cdef const char* entry_head(
+    tree.xmlNode* entry,
+    const char* atom,
+    tree.xmlNode** parts,
+    char* previous,
+    bint* have_previous,
+    int64_t* modified,
+) noexcept:
+    """An entry's parts, and its token if it follows `previous` (which it then becomes) and its
+    atom:updated reads; NULL to give up on the page."""
+    cdef const char* token
+    cdef const char* updated_text = NULL
+    cdef int year
+    if not entry_parts(entry, atom, parts):
+        return NULL
+    token = entry_token(parts[0])
+    # Equal-length digit strings order like the numbers they spell.
+    if token is NULL or (have_previous[0] and memcmp(token, previous, TOKEN_DIGITS) <= 0):
+        return NULL
+    memcpy(previous, token, TOKEN_DIGITS)
+    have_previous[0] = True
+    if not text_of(parts[1], &updated_text) or updated_text is NULL:
+        return NULL
+    if not parse_stamp(updated_text, modified, &year):
+        return NULL
+    return token
+
+
 def encode(
     _Element feed not None,
     bytes atom_ns not None,
@@ -402,13 +430,12 @@ def encode(
     cdef tree.xmlNode* slots[MAX_FIELDS]
     cdef tree.xmlNode* parts[3]  # atom:id, atom:updated, atom:content
     cdef tree.xmlNode* entry
-    cdef const char* updated_text = NULL
     cdef const char* token
     cdef char previous[TOKEN_DIGITS]
     cdef char first[TOKEN_DIGITS]
     cdef bint have_previous = len(after) == TOKEN_DIGITS
     cdef Py_ssize_t count = 0
-    cdef int i, year
+    cdef int i
     cdef int64_t modified = 0
     cdef Buffer buf
     if width > MAX_FIELDS or len(kinds) != width or (after and not have_previous):
@@ -431,20 +458,11 @@ def encode(
             if not is_element(entry, atom_ns, b"entry"):
                 entry = entry.next
                 continue
-            if not entry_parts(entry, atom_ns, parts):
+            token = entry_head(entry, atom_ns, parts, previous, &have_previous, &modified)
+            if token is NULL:
                 return None
-            token = entry_token(parts[0])
-            # Equal-length digit strings order like the numbers they spell.
-            if token is NULL or (have_previous and memcmp(token, previous, TOKEN_DIGITS) <= 0):
-                return None
-            memcpy(previous, token, TOKEN_DIGITS)
-            have_previous = True
             if count == 0:
                 memcpy(first, token, TOKEN_DIGITS)
-            if not text_of(parts[1], &updated_text) or updated_text is NULL:
-                return None
-            if not parse_stamp(updated_text, &modified, &year):
-                return None
             if not record_fields(parts[2], record_ns, record_name, c_names, width, slots):
                 return None
 
@@ -543,7 +561,6 @@ def encode_documents(
     cdef tree.xmlNode* entry
     cdef tree.xmlNode* record
     cdef tree.xmlNode* child
-    cdef const char* updated_text = NULL
     cdef const char* token
     cdef const char* text
     cdef const char* page_ns = NULL
@@ -560,7 +577,6 @@ def encode_documents(
     cdef bint first_field
     cdef Py_ssize_t count = 0
     cdef Py_ssize_t length, field_start
-    cdef int year
     cdef int64_t modified = 0
     cdef Buffer buf
     if after and not have_previous:
@@ -581,19 +597,11 @@ def encode_documents(
             if not is_element(entry, atom_ns, b"entry"):
                 entry = entry.next
                 continue
-            if not entry_parts(entry, atom_ns, parts):
+            token = entry_head(entry, atom_ns, parts, previous, &have_previous, &modified)
+            if token is NULL:
                 return None
-            token = entry_token(parts[0])
-            if token is NULL or (have_previous and memcmp(token, previous, TOKEN_DIGITS) <= 0):
-                return None
-            memcpy(previous, token, TOKEN_DIGITS)
-            have_previous = True
             if count == 0:
                 memcpy(first, token, TOKEN_DIGITS)
-            if not text_of(parts[1], &updated_text) or updated_text is NULL:
-                return None
-            if not parse_stamp(updated_text, &modified, &year):
-                return None
             record = parts[2].children
             while record is not NULL and record.type != tree.XML_ELEMENT_NODE:
                 record = record.next
