@@ -7,6 +7,7 @@ therefore read both ways and compared.
 
 from __future__ import annotations
 
+import json
 import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +59,9 @@ def decode(rows: CopyRows, dt: Datatype) -> list[tuple[object, ...]]:
                 row.append(int.from_bytes(raw, "big", signed=True))
             elif kind == "text":
                 row.append(raw.decode("utf-8"))
+            elif kind == "jsonb" and dt.is_document:
+                assert raw[0] == 1  # jsonb's binary format version
+                row.append(json.loads(raw[1:]))
             else:
                 raise AssertionError(f"the native walk wrote a {kind} value")
         out.append(tuple(row))

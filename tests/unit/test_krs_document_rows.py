@@ -5,8 +5,6 @@ Python walk, which accepts it or says what is wrong."""
 
 from __future__ import annotations
 
-import json
-import struct
 from datetime import timedelta
 
 import pytest
@@ -14,48 +12,15 @@ import pytest
 from sorsync.datatypes import SOR2_DATATYPES, Datatype, lookup
 from sorsync.krs import wire
 from sorsync.krs.errors import MalformedResponse
-from sorsync.krs.feed import NATIVE_WALK, CopyRows, Page, parse_feed
+from sorsync.krs.feed import NATIVE_WALK, Page, parse_feed
 from sorsync.simulator.demo import load_demo
 from sorsync.simulator.render import render_feed
 from sorsync.simulator.sor2 import RecordShape
 from sorsync.simulator.store import Store
-from tests.unit.test_krs_copy_rows import PG_EPOCH, SIGNATURE
+from tests.unit.test_krs_copy_rows import PG_EPOCH, decode
 
 pytestmark = pytest.mark.skipif(not NATIVE_WALK, reason="the compiled page walk is not installed")
 ENTITY = lookup(SOR2_DATATYPES[0])
-
-
-def decode(rows: CopyRows) -> list[tuple[object, ...]]:
-    data = rows.data
-    assert data.startswith(SIGNATURE)
-    at = len(SIGNATURE)
-    out: list[tuple[object, ...]] = []
-    while True:
-        (width,) = struct.unpack_from(">h", data, at)
-        at += 2
-        if width == -1:
-            break
-        assert width == 5
-        row: list[object] = []
-        for kind in ("int8", "int8", "text", "text", "jsonb"):
-            (size,) = struct.unpack_from(">i", data, at)
-            at += 4
-            if size == -1:
-                row.append(None)
-                continue
-            raw = data[at : at + size]
-            at += size
-            if kind == "int8":
-                row.append(int.from_bytes(raw, "big", signed=True))
-            elif kind == "text":
-                row.append(raw.decode("utf-8"))
-            else:
-                assert raw[0] == 1  # jsonb's binary format version
-                row.append(json.loads(raw[1:]))
-        out.append(tuple(row))
-    assert at == len(data)
-    assert len(out) == rows.count
-    return out
 
 
 def expected(page: Page) -> list[tuple[object, ...]]:
@@ -93,7 +58,7 @@ def both_ways(xml: bytes, dt: Datatype = ENTITY, offset: str | None = None) -> b
     if fast.copy_rows is None:
         assert fast.entries == slow.entries
         return False
-    assert decode(fast.copy_rows) == expected(slow)
+    assert decode(fast.copy_rows, dt) == expected(slow)
     assert fast.last_token == slow.last_token
     return True
 
