@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     # The built-in simulator and its fictive data: asked for here (or `--demo`), or implied when
     # neither a database nor a KRS URL is configured (see `demo_mode`).
     demo: bool = Field(default=False, description="1/true or 0/false")
+    # Where SOR comes from: KRS (the default), or the public SOR2 file export (docs/files.md).
+    # Unset: the export when SORSYNC_FILES_URL is set, else KRS.
+    source: Literal["krs", "files"] | None = Field(default=None, description="krs or files")
+    files_url: str | None = Field(
+        default=None,
+        description="an http(s) URL or a local path of Sor_complete.zip, SorEntity_daily.csv"
+        " or a directory of the export's CSV files",
+    )
+    # Nightly, after the export's refresh window (01:00-04:30 Danish time, docs/files.md).
+    files_cron: str = Field(default="45 4 * * *", description="a 5-field cron expression")
+    files_retries: int = Field(default=3, ge=0, le=10, description="an integer from 0 to 10")
     # Set by `sorsync run --demo` for its children: the URL of the simulator it started.
     demo_krs_url: str | None = None
     # Empty = the default set: SOR2 against a configured KRS, SOR2 and v1 in the demo.
@@ -167,7 +178,22 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
-    @field_validator("full_cron")
+    @field_validator("source", mode="before")
+    @classmethod
+    def _lower_source(cls, value: Any) -> Any:
+        return value.strip().lower() or None if isinstance(value, str) else value
+
+    @field_validator("files_url")
+    @classmethod
+    def _files_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if "://" in value and not re.match(r"^https?://[^\s/]+", value, re.IGNORECASE):
+            raise ValueError("must be an http:// or https:// URL or a local path")
+        return value
+
+    @field_validator("full_cron", "files_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
         from apscheduler.triggers.cron import CronTrigger
@@ -208,13 +234,35 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def uses_files(self) -> bool:
+        """SOR comes from the public SOR2 file export (sorsync.files), not from KRS."""
+        return self.source == "files" or (self.source is None and self.files_url is not None)
+
+    @property
+    def files_location(self) -> str:
+        """The export to import: SORSYNC_FILES_URL, else the public Sor_complete.zip."""
+        from sorsync.files.fetch import PUBLIC_URL
+
+        return self.files_url or PUBLIC_URL
+
+    @property
     def demo_mode(self) -> bool:
         """Syncing from the built-in simulator's fictive data: asked for, or nothing configured."""
+        if self.uses_files and not self.demo:
+            return False
         return self.demo or (self.database_url is None and self.krs_url is None)
 
     def source_problem(self) -> str | None:
         """One line saying what to set when no KRS source follows from the configuration (a
         configured database never silently gets the fictive demo data); None when one does."""
+        if self.uses_files:
+            if self.demo:
+                return (
+                    "SORSYNC_DEMO (or --demo) and the file export (SORSYNC_SOURCE=files or"
+                    " SORSYNC_FILES_URL) are both set: the demo syncs the built-in simulator's"
+                    " fictive data — unset one of them"
+                )
+            return None
         if self.demo and self.krs_url is not None:
             return (
                 "SORSYNC_DEMO (or --demo) and SORSYNC_KRS_URL are both set: the demo syncs the"
@@ -234,7 +282,7 @@ class Settings(BaseSettings):
         the v1 views from the built-in simulator (the demo serves both from one tree)."""
         if self.krs_datatypes:
             return self.krs_datatypes
-        if self.krs_url is not None and not self.demo:
+        if self.uses_files or (self.krs_url is not None and not self.demo):
             return datatypes.DEFAULT_DATATYPES
         return datatypes.DEMO_DATATYPES
 

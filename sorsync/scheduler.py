@@ -410,7 +410,7 @@ def _tracked_job(
 def build_scheduler(
     runner: Runner,
     *,
-    delta_minutes: int,
+    delta_minutes: int | None,
     full_cron: str,
     stop: threading.Event,
     policy: RetryPolicy | None = None,
@@ -419,7 +419,8 @@ def build_scheduler(
     full_started_since: FullStartedSince | None = None,
 ) -> BackgroundScheduler:
     """Two jobs: `delta` every `delta_minutes` (first one at once when `delta_now`: catch up
-    after downtime) and `full` per `full_cron`, both in Europe/Copenhagen."""
+    after downtime) and `full` per `full_cron`, both in Europe/Copenhagen. Without
+    `delta_minutes`, only the full (the file export: one import a night)."""
     scheduler = BackgroundScheduler(
         timezone=TIMEZONE,
         job_defaults={
@@ -436,14 +437,15 @@ def build_scheduler(
         "full_started_since": full_started_since,
     }
     delta_first: dict[str, Any] = {"next_run_time": datetime.now(TIMEZONE)} if delta_now else {}
-    scheduler.add_job(
-        _tracked_job,
-        IntervalTrigger(minutes=delta_minutes, timezone=TIMEZONE),
-        kwargs={"kind": "delta", **args},
-        id="delta",
-        name="delta sync",
-        **delta_first,
-    )
+    if delta_minutes is not None:  # None: a source with no deltas (the file export)
+        scheduler.add_job(
+            _tracked_job,
+            IntervalTrigger(minutes=delta_minutes, timezone=TIMEZONE),
+            kwargs={"kind": "delta", **args},
+            id="delta",
+            name="delta sync",
+            **delta_first,
+        )
     scheduler.add_job(
         _tracked_job,
         CronTrigger.from_crontab(full_cron, timezone=TIMEZONE),
@@ -515,10 +517,13 @@ def run_scheduler(
     stop = threading.Event()
     activity = Activity()
     runner = ServiceRunner(engine, settings, stop, krs_url)
+    # The file export changes once a night: one import after its refresh window, no deltas.
+    files = settings.uses_files and krs_url is None
+    full_cron = settings.files_cron if files else settings.full_cron
     scheduler = build_scheduler(
         runner,
-        delta_minutes=settings.delta_interval,
-        full_cron=settings.full_cron,
+        delta_minutes=None if files else settings.delta_interval,
+        full_cron=full_cron,
         stop=stop,
         policy=policy,
         activity=activity,
@@ -530,8 +535,9 @@ def run_scheduler(
     full_job = scheduler.get_job("full")
     _log().info(
         "scheduler started",
-        delta_every_min=settings.delta_interval,
-        full_cron=settings.full_cron,
+        delta_every_min=None if files else settings.delta_interval,
+        full_cron=full_cron,
+        source="files" if files else "krs",
         timezone=str(TIMEZONE),
         next_full=str(full_job.trigger.get_next_fire_time(None, datetime.now(TIMEZONE)))
         if full_job

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.simulator",
     "tests.fixtures.sync",
     "tests.fixtures.api",
+    "tests.fixtures.files",
 ]

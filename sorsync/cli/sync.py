@@ -82,6 +82,22 @@ class _Progress:
         if self._live is not None:
             self._live.stop()
 
+    def download(self, got: int, total: int | None) -> None:
+        """The file export's download (bytes so far, of `total` when the server says)."""
+        if self._live is not None:
+            task = self._tasks.get("download")
+            if task is None:
+                task = self._tasks["download"] = self._live.add_task(
+                    "download", total=None, pages=0, phase="MB"
+                )
+            self._live.update(task, completed=got / 1e6, total=total / 1e6 if total else None)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= PLAIN_PROGRESS_EVERY or (total and got >= total):
+            self._last_line = now
+            of = f" of {total / 1e6:.1f}" if total else ""
+            typer.echo(f"download: {got / 1e6:.1f}{of} MB", err=True)
+
     def __call__(self, p: Any) -> None:
         if self._live is not None:
             task = self._tasks.get(p.key)
@@ -124,7 +140,9 @@ def _summary(result: Any, source: str) -> str:
         if d.reconciliation is not None:
             lines.append(f"  {'':<24} reconciliation: {d.reconciliation.summary()}")
             for which, pids in d.reconciliation.examples.items():
-                lines.append(f"  {'':<24}   e.g. {which}: PIDs {', '.join(map(str, pids))}")
+                keys = d.reconciliation.example_keys.get(which)
+                named = "; ".join(keys) if keys else f"PIDs {', '.join(map(str, pids))}"
+                lines.append(f"  {'':<24}   e.g. {which}: {named}")
         if d.unknown_elements:
             lines.append(
                 f"  {'':<24} unknown elements kept in column extra: "
@@ -191,6 +209,9 @@ def sync_command(
     from sorsync.sync.binding import ForeignSource
     from sorsync.sync.service import SourceError, krs_source, run_sync
 
+    if settings.uses_files and not demo:
+        _files_sync(settings, dts, full, allow_shrink, json_output)
+        return
     with migrated_engine("sorsync-cli") as engine:
         try:
             with krs_source(settings) as source, _Progress(kind) as progress:
@@ -230,6 +251,61 @@ def sync_command(
             f" page; {hint})",
             EXIT_FAILED,
         )
+
+
+def _files_sync(
+    settings: Settings, dts: list[Datatype], full: bool, allow_shrink: bool, json_output: bool
+) -> None:
+    """One import of the SOR2 file export (always a full; --full rebinds the replica and
+    downloads even an unchanged export)."""
+    from sorsync.db.locks import LockHeld
+    from sorsync.files.load import identity
+    from sorsync.sync.binding import ForeignSource
+    from sorsync.sync.service import run_sync
+
+    problem = settings.source_problem()
+    if problem is not None:
+        raise fail(problem, EXIT_CONFIG)
+    location = settings.files_location
+    with migrated_engine("sorsync-cli") as engine:
+        try:
+            with _Progress("full") as progress:
+                result = run_sync(
+                    engine,
+                    settings,
+                    kind="full",
+                    datatypes=dts,
+                    on_progress=progress,
+                    rebind=full,
+                    allow_shrink=allow_shrink,
+                    on_download=progress.download,
+                )
+        except ForeignSource as exc:
+            raise fail(f"import refused: {exc}", EXIT_FOREIGN_SOURCE) from None
+        except LockHeld:
+            raise fail(
+                "another sorsync sync is running (it holds the sync lock); nothing was done —"
+                " try again when it has finished",
+                EXIT_LOCKED,
+            ) from None
+    export = result.export or {}
+    if json_output:
+        body = {**result.to_dict(), "source": identity(location), "fictive": False}
+        typer.echo(json.dumps(body, ensure_ascii=False))
+    elif export.get("not_modified"):
+        typer.echo(
+            f"import skipped: run {result.run_id}, the export at {export.get('location')} has"
+            " not changed since the last import (nothing downloaded); --full imports it anyway"
+        )
+    else:
+        typer.echo(_summary(result, str(export.get("location") or location)))
+    if not result.ok:
+        hint = (
+            "this looks temporary: run the import again later"
+            if result.transient
+            else "fix the cause, then run the import again"
+        )
+        raise fail(f"import failed: {result.error} (the replica is unchanged; {hint})", EXIT_FAILED)
 
 
 def _age(seconds: float | None) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -41,7 +41,7 @@ from sorsync.krs.feed import CopyRows, Page
 from sorsync.krs.profile import Drift, Expected, Profile, compare
 from sorsync.logs import get_logger
 from sorsync.sync import binding, reconcile, sql
-from sorsync.sync.pages import FeedError, PageSource, PageStream
+from sorsync.sync.pages import FeedError, PageSource, PageStream, SnapshotSource, SourceDataError
 from sorsync.sync.reconcile import Reconciliation
 
 Kind = Literal["delta", "full"]
@@ -134,6 +134,7 @@ class RunResult:
     seconds: float
     datatypes: list[DatatypeResult]
     error: str | None = None  # one line: the first failure (with its datatype)
+    export: dict[str, Any] | None = None  # a file import (sorsync.files): what was fetched
 
     @property
     def ok(self) -> bool:
@@ -165,6 +166,7 @@ class RunResult:
             "error": self.error,
             "transient": self.transient if self.status == "failed" else None,
             "datatypes": [d.to_dict() for d in self.datatypes],
+            **({"export": self.export} if self.export is not None else {}),
         }
 
 
@@ -208,6 +210,8 @@ def sync(
     dts = list(dict.fromkeys(datatypes))
     if not dts:
         raise ValueError("no datatypes to sync")
+    if kind != "full" and isinstance(source, SnapshotSource):
+        raise ValueError("a complete dataset (a file export) is only ever applied as a full")
     run = _Run(engine, source, kind, page_size, on_progress or _ignore, prefetch, examples)
     run.expected = dict(expected_fields or {})
     run.source_identity = source_identity
@@ -397,12 +401,19 @@ class _Run:
         res.status = "failed"
         res.error = message
         res.transient = transient
-        if isinstance(exc, (KrsError, FeedError, SwapRefused, psycopg.Error, DBAPIError)):
+        if isinstance(
+            exc, (KrsError, FeedError, SourceDataError, SwapRefused, psycopg.Error, DBAPIError)
+        ):
             _log().error("sync failed", datatype=dt.key, error=message, transient=transient)
         else:
             _log().exception("sync failed unexpectedly", datatype=dt.key, error=message)
         self.on_progress(Progress(dt.key, "failed", res.pages, res.records))
         self._mark_error(dt, message)
+
+    def _natural_key(self, dt: Datatype) -> psycopg.sql.Composable | None:
+        """A snapshot source's natural key of `dt` (SQL over a row `r`), for the report."""
+        key = getattr(self.source, "natural_key", None)
+        return key(dt) if callable(key) and isinstance(self.source, SnapshotSource) else None
 
     # --- pages ---------------------------------------------------------------------------
 
@@ -425,9 +436,14 @@ class _Run:
         unknown: set[str] = set()
         started = time.perf_counter()
         try:
-            with PageStream(
-                self.source, dt, offset, self.page_size, prefetch=self.prefetch
-            ) as stream:
+            with contextlib.ExitStack() as stack:
+                if isinstance(self.source, SnapshotSource):
+                    # A complete dataset (sorsync.files): its pages, no offset, no paging rules.
+                    stream: Iterable[Page] = self.source.pages(dt, self.page_size)
+                else:
+                    stream = stack.enter_context(
+                        PageStream(self.source, dt, offset, self.page_size, prefetch=self.prefetch)
+                    )
                 for page in stream:
                     stored = time.perf_counter()
                     inserted, updated = self._store_page(
@@ -623,7 +639,9 @@ class _Run:
                     self._record_profile(pg, dt, res)
                     if self.source_identity is not None:
                         binding.rebind(pg, self.source_identity, dt)
-                    res.reconciliation = reconcile.initial(pg, dt, examples=self.examples)
+                    res.reconciliation = reconcile.initial(
+                        pg, dt, examples=self.examples, natural_key=self._natural_key(dt)
+                    )
         except Exception as exc:
             failed = (current, exc)
         finally:
@@ -667,7 +685,9 @@ class _Run:
                 recons: dict[str, Reconciliation] = {}
                 for dt in dts:
                     current = dt
-                    recon = reconcile.compute(pg, dt, examples=self.examples)
+                    recon = reconcile.compute(
+                        pg, dt, examples=self.examples, natural_key=self._natural_key(dt)
+                    )
                     if recon.new_rows == 0 and recon.old_rows > 0:
                         raise SwapRefused(
                             f"the full sync of {dt.key} received no rows, but the replica holds"
@@ -779,8 +799,9 @@ def describe_error(dt: Datatype, exc: BaseException) -> tuple[str, bool]:
         exc = exc.orig  # SQLAlchemy's wrapper adds nothing a person needs
     if isinstance(exc, KrsError):
         message, transient = exc.message, exc.transient
-    elif isinstance(exc, (FeedError, SwapRefused)):
+    elif isinstance(exc, (FeedError, SourceDataError, SwapRefused)):
         message = str(exc)
+        transient = bool(getattr(exc, "transient", False))
     elif isinstance(exc, psycopg.OperationalError):
         message = (
             f"lost PostgreSQL while storing {dt.key} ({_first_line(exc)}) — check the database"

@@ -45,6 +45,20 @@ class FeedError(Exception):
     """The feed broke a paging rule sorsync relies on (the message says what to do)."""
 
 
+class SourceDataError(Exception):
+    """A source's data cannot be read (a broken export file; the message names the file and
+    line and says what to do). Like FeedError, nothing of the run is applied."""
+
+
+@runtime_checkable
+class SnapshotSource(Protocol):
+    """A source that is a complete dataset, not a feed (the SOR2 file export, sorsync.files):
+    it hands over every record of a datatype in pages, with PIDs and tokens of its own, and is
+    only ever applied as a full sync. There is no offset to continue from."""
+
+    def pages(self, dt: Datatype, page_size: int) -> Iterator[Page]: ...
+
+
 def check_page(dt: Datatype, offset: str, page: Page, max_records: int) -> None:
     """Refuse a page that would make the loop go wrong: too long, or not moving forward.
 

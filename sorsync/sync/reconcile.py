@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from sorsync.datatypes import Datatype
 from sorsync.sync import sql
@@ -24,6 +25,8 @@ class Reconciliation:
     changed: int  # rows present in both whose content differs (updated)
     changed_columns: dict[str, int] = field(default_factory=dict)  # column → rows differing
     examples: dict[str, list[int]] = field(default_factory=dict)  # kind → up to N PIDs
+    # kind → the same examples by natural key (a snapshot source that has one: sorsync.files)
+    example_keys: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def unchanged(self) -> int:
@@ -43,6 +46,7 @@ class Reconciliation:
             "unchanged": self.unchanged,
             "changed_columns": dict(self.changed_columns),
             "examples": {k: list(v) for k, v in self.examples.items()},
+            **({"example_keys": dict(self.example_keys)} if self.example_keys else {}),
         }
 
     def summary(self) -> str:
@@ -61,8 +65,15 @@ class Reconciliation:
         return line
 
 
-def compute(pg: psycopg.Connection[Any], dt: Datatype, *, examples: int = 10) -> Reconciliation:
-    """Compare `krs.<table>` with its loaded shadow (on the run's connection)."""
+def compute(
+    pg: psycopg.Connection[Any],
+    dt: Datatype,
+    *,
+    examples: int = 10,
+    natural_key: psycopg.sql.Composable | None = None,
+) -> Reconciliation:
+    """Compare `krs.<table>` with its loaded shadow (on the run's connection). With
+    `natural_key` (SQL over a row `r` giving text), the examples are also named by it."""
     row = pg.execute(sql.reconcile_counts(dt)).fetchone()
     assert row is not None
     old_rows, new_rows, only_old, only_new, changed, *per_column = row
@@ -73,6 +84,12 @@ def compute(pg: psycopg.Connection[Any], dt: Datatype, *, examples: int = 10) ->
         if count and examples > 0:
             rows = pg.execute(sql.reconcile_examples(dt, which), {"limit": examples}).fetchall()
             found[which] = [r[0] for r in rows]
+    keys: dict[str, list[str]] = {}
+    if natural_key is not None:
+        for which, pids in found.items():
+            table = sql.live(dt) if which == "only_old" else sql.shadow(dt)
+            labels = dict(pg.execute(sql.labels(table, natural_key), (pids,)).fetchall())
+            keys[which] = [str(labels.get(pid, pid)) for pid in pids]
     return Reconciliation(
         old_rows=old_rows,
         new_rows=new_rows,
@@ -81,10 +98,17 @@ def compute(pg: psycopg.Connection[Any], dt: Datatype, *, examples: int = 10) ->
         changed=changed,
         changed_columns=changed_columns,
         examples=found,
+        example_keys=keys,
     )
 
 
-def initial(pg: psycopg.Connection[Any], dt: Datatype, *, examples: int = 10) -> Reconciliation:
+def initial(
+    pg: psycopg.Connection[Any],
+    dt: Datatype,
+    *,
+    examples: int = 10,
+    natural_key: psycopg.sql.Composable | None = None,
+) -> Reconciliation:
     """The reconciliation of a first load: every row is new."""
     row = pg.execute(sql.count_rows(dt)).fetchone()
     assert row is not None
@@ -93,6 +117,16 @@ def initial(pg: psycopg.Connection[Any], dt: Datatype, *, examples: int = 10) ->
     if rows and examples > 0:
         pids = pg.execute(sql.first_pids(dt), {"limit": examples}).fetchall()
         found["only_new"] = [r[0] for r in pids]
+    keys: dict[str, list[str]] = {}
+    if natural_key is not None and found:
+        labels = dict(pg.execute(sql.labels(sql.live(dt), natural_key), (found["only_new"],)))
+        keys["only_new"] = [str(labels.get(pid, pid)) for pid in found["only_new"]]
     return Reconciliation(
-        old_rows=0, new_rows=rows, only_old=0, only_new=rows, changed=0, examples=found
+        old_rows=0,
+        new_rows=rows,
+        only_old=0,
+        only_new=rows,
+        changed=0,
+        examples=found,
+        example_keys=keys,
     )

@@ -6,7 +6,7 @@ Used by `sorsync sync`, `sorsync run` (`sync_if_empty`) and the scheduler (`run_
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -126,9 +126,12 @@ def run_sync(
     source: Source | None = None,
     rebind: bool = False,
     allow_shrink: bool = False,
+    on_download: Callable[[int, int | None], None] | None = None,
 ) -> RunResult:
     """One run with the configured datatypes, page size and KRS (or `source`, already open).
     `allow_shrink` lets a full remove more than SORSYNC_FULL_MAX_SHRINK of a datatype's rows.
+    With the file export configured (Settings.uses_files) and no KRS named, one import of it
+    (always a full; sorsync.files.load), `on_download` told how the download goes.
     Raises LockHeld, SourceError, binding.ForeignSource (the replica is bound to another
     source; a full with `rebind` is the way to move it)."""
     dts = list(datatypes or settings.datatypes)
@@ -137,6 +140,21 @@ def run_sync(
     # database already has them).
     _ensure_views(engine, mapping, dts)
     expected = {m.key: m.expected for m in mapping.datatypes.values()}
+    if source is None and krs_url is None and settings.uses_files:
+        from sorsync.files.load import run_import
+
+        result = run_import(
+            engine,
+            settings,
+            dts,
+            strict=bool(settings.krs_datatypes),
+            rebind=rebind,
+            allow_shrink=allow_shrink,
+            on_progress=on_progress,
+            on_download=on_download,
+        )
+        _ensure_views(engine, mapping, dts)
+        return result
     with contextlib.ExitStack() as stack:
         if source is None:
             source = stack.enter_context(krs_source(settings, krs_url))

@@ -184,6 +184,12 @@ def reconcile_examples(dt: Datatype, which: str) -> sql.Composed:
     )
 
 
+def labels(table: sql.Identifier, natural_key: sql.Composable) -> sql.Composed:
+    """(pid, natural key) of the rows whose PIDs are bound as one array; the key is SQL over a
+    row `r` (a snapshot source's, sorsync.files)."""
+    return sql.SQL("SELECT r.pid, {} FROM {} r WHERE r.pid = ANY(%s)").format(natural_key, table)
+
+
 def count_rows(dt: Datatype) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM {}").format(live(dt))
 
