@@ -201,9 +201,9 @@ def _get_once(
                             on_progress(got, expected)
                 except requests.RequestException as exc:
                     raise ExportError(
-                        f"the download of {shown} broke off after {got} bytes"
-                        f"{f' of {expected}' if expected else ''} ({bounded_error(exc)});"
-                        " nothing was changed",
+                        f"the download of {shown} broke off before its end ({got}"
+                        f"{f' of {expected}' if expected else ''} bytes stored;"
+                        f" {bounded_error(exc)}); nothing was changed",
                         transient=True,
                     ) from None
             if expected is not None and got != expected:

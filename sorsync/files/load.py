@@ -69,7 +69,11 @@ def previous_export(engine: Engine, source: str, dts: Sequence[Datatype]) -> dic
             return None
         export: dict[str, Any] = row[0]
         loaded = set(export.get("datatypes") or ())
+        # A datatype the export had no file for was left alone; it still has none.
+        missing = set(export.get("missing") or ())
         for dt in dts:
+            if dt.key in missing:
+                continue
             if dt.key not in loaded:
                 return None
             bound = pg.execute(_BOUND, sql.state_key(dt)).fetchone()

@@ -38,13 +38,14 @@ TEXT_TRICK = ("SorId", "EanLocationCode")
 
 
 def _header(rows: Iterable[Row], key: str) -> list[str]:
+    """Every element of the datatype (a fixed header, like NSP's table), then any other
+    element a row has."""
     names = dict.fromkeys(ELEMENTS.get(key, ()))
-    seen: dict[str, None] = {}
     for row in rows:
         for name, value in row.values.items():
-            if value is not None:
-                seen[name] = None
-    return [n for n in names if n in seen] + [n for n in seen if n not in names]
+            if value is not None and name not in names:
+                names[name] = None
+    return list(names)
 
 
 def _text(name: str, value: object) -> str:

@@ -111,6 +111,6 @@ def test_the_file_export_answers_as_krs_does(
             text("SELECT kind, status, source, report FROM krs.sync_run ORDER BY id DESC LIMIT 1")
         ).one()
     assert set(sources) == {f"{identity(url)} {key}" for key in SOR2_DATATYPES}
-    assert run.kind == "full" and run.status == "ok" and run.source == identity(url)
+    assert (run.kind, run.status, run.source) == ("full", "ok", identity(url))
     assert run.report["export"]["etag"]
     assert run.report["export"]["files"]["sor/v2/sorentity/v1"] == "Sor_complete.zip:SOREntity.csv"
