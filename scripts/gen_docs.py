@@ -67,6 +67,12 @@ MEANINGS: dict[str, str] = {
     "demo_krs_url": "set by `sorsync run` for its children: the simulator it started",
     "log_level": "the log level (debug also shows the embedded PostgreSQL's INFO lines)",
     "nsp_environment": "fills SORSYNC_KRS_URL and SORSYNC_STS_URL with NSP's public test hosts",
+    "source": "where SOR comes from: KRS, or the public SOR2 file export (docs/files.md)",
+    "files_url": "the SOR2 file export to import (`SORSYNC_SOURCE=files`)",
+    "files_cron": "when the scheduler imports the file export, Europe/Copenhagen time (after"
+    " the export's refresh window, 01:00-04:30)",
+    "files_retries": "retries of a failed download of the file export, with backoff (2 s, 4 s,"
+    " 8 s, …)",
 }
 
 # Defaults that mean something more than their value.
@@ -75,6 +81,8 @@ DEFAULT_NOTES: dict[str, str] = {
     "krs_url": "unset: refused with a database set; the demo's simulator when nothing is set",
     "krs_datatypes": "unset: SOR2 from NSP; SOR2 and the five v1 views in the demo",
     "test_database_url": "unset: embedded PostgreSQL",
+    "source": "unset: the file export when SORSYNC_FILES_URL is set, else KRS",
+    "files_url": "unset: the public Sor_complete.zip of sor-filer.sundhedsdata.dk",
 }
 
 

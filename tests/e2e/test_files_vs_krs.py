@@ -51,8 +51,9 @@ def _answers(client: TestClient, engine: Engine) -> dict[str, Any]:
         ).all()
         links = conn.execute(text("SELECT * FROM sor.unit_link ORDER BY 1, 2, 3")).all()
         ids = conn.execute(text("SELECT DISTINCT sor_id FROM sor.unit ORDER BY 1")).scalars().all()
-        codes = conn.execute(text("SELECT DISTINCT shak FROM sor.shak_map ORDER BY 1")).scalars()
-        codes = list(codes)
+        codes = list(
+            conn.execute(text("SELECT DISTINCT shak FROM sor.shak_map ORDER BY 1")).scalars()
+        )
     out: dict[str, Any] = {"sor.unit": units, "sor.shak_map": shak, "sor.unit_link": links}
     for sor_id in ids[::3]:
         for day in DAYS:
