@@ -188,7 +188,7 @@ class ExportSource:
     def replicate(self, datatype: Datatype, offset: str, max_records: int) -> Page:
         raise ExportError(f"{datatype.key}: the file export is read whole, never by offset")
 
-    def pages(self, dt: Datatype, page_size: int) -> Iterator[Page]:
+    def snapshot_pages(self, dt: Datatype, page_size: int) -> Iterator[Page]:
         ref = self.export.files.get(dt.key)
         if ref is None:
             raise ExportError(f"the export has no file for {dt.key}; nothing was changed")

@@ -439,7 +439,7 @@ class _Run:
             with contextlib.ExitStack() as stack:
                 if isinstance(self.source, SnapshotSource):
                     # A complete dataset (sorsync.files): its pages, no offset, no paging rules.
-                    stream: Iterable[Page] = self.source.pages(dt, self.page_size)
+                    stream: Iterable[Page] = self.source.snapshot_pages(dt, self.page_size)
                 else:
                     stream = stack.enter_context(
                         PageStream(self.source, dt, offset, self.page_size, prefetch=self.prefetch)

@@ -56,7 +56,7 @@ class SnapshotSource(Protocol):
     it hands over every record of a datatype in pages, with PIDs and tokens of its own, and is
     only ever applied as a full sync. There is no offset to continue from."""
 
-    def pages(self, dt: Datatype, page_size: int) -> Iterator[Page]: ...
+    def snapshot_pages(self, dt: Datatype, page_size: int) -> Iterator[Page]: ...
 
 
 def check_page(dt: Datatype, offset: str, page: Page, max_records: int) -> None:

@@ -155,7 +155,7 @@ def test_pids_are_stable_and_tell_repeated_keys_apart(tmp_path: Path) -> None:
         b"1;2023-01-01;2023-01-01 02:00:00;2024-01-01 02:00:00;superseded\r\n"
     )
     source = ExportSource(open_export(path, path.name), MAPPING)
-    (page,) = source.pages(lookup(SORENTITY), 2000)
+    (page,) = source.snapshot_pages(lookup(SORENTITY), 2000)
     pids = [e.pid for e in page.entries]
     assert pids[0] == pid_of(["1", "2024-01-01"])
     assert len(set(pids)) == 3
@@ -166,4 +166,4 @@ def test_pids_are_stable_and_tell_repeated_keys_apart(tmp_path: Path) -> None:
         "EntityName": "A",
     })  # fmt: skip
     again = ExportSource(open_export(path, path.name), MAPPING)
-    assert [e.pid for e in next(again.pages(lookup(SORENTITY), 2000)).entries] == pids
+    assert [e.pid for e in next(again.snapshot_pages(lookup(SORENTITY), 2000)).entries] == pids
