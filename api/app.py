@@ -169,6 +169,8 @@ def create_app(
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(resolve.schema_components())
             app.openapi_schema = _document_errors(schema)
         return app.openapi_schema
 

@@ -60,6 +60,14 @@ OPENAPI_BODY: dict[str, Any] = {
 }
 
 
+def schema_components() -> dict[str, Any]:
+    """The JSON request's schema and the models it refers to, for the OpenAPI components (the
+    body is read by hand, so FastAPI does not add them itself)."""
+    schema = BulkResolveRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = schema.pop("$defs", {})
+    return {"BulkResolveRequest": schema, **defs}
+
+
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", JSON).split(";")[0].strip().lower() or JSON
 
@@ -263,7 +271,7 @@ async def _csv_answers(
             default_day,
         )  # fmt: skip
 
-    def rows_of(items: list[rs.Item], answers: list[rs.Answer]) -> bytes:
+    def rows_of(answers: list[rs.Answer]) -> bytes:
         for a in answers:
             it = a.item
             day = "" if it.day is None else it.day.isoformat()
@@ -290,16 +298,16 @@ async def _csv_answers(
                 continue  # a blank line
             items.append(parse(row))
             if len(items) >= rs.CHUNK:
-                yield rows_of(items, await _answered(items, db, metrics, cache))
+                yield rows_of(await _answered(items, db, metrics, cache))
                 items = []
         if items:
-            yield rows_of(items, await _answered(items, db, metrics, cache))
+            yield rows_of(await _answered(items, db, metrics, cache))
         else:
-            yield rows_of([], [])
+            yield rows_of([])
     except Exception as exc:
         detail = _stream_problem(exc, "row")
         writer.writerow(["", "", "", "error", *[""] * (len(rs.CSV_COLUMNS) - 2), detail])
-        yield rows_of([], [])
+        yield rows_of([])
 
 
 def _stream_problem(exc: Exception, what: str) -> str:
