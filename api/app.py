@@ -20,7 +20,7 @@ from api.database import Database
 from api.methods import AllowedMethods
 from api.metrics import MetricsMiddleware, make_metrics
 from api.problems import FHIR_JSON, PROBLEM_JSON
-from api.routes import fhir, health, shak, sor, status, units
+from api.routes import fhir, health, resolve, shak, sor, status, units
 from api.schemas import Problem
 from api.ui import router as ui_router
 from sorsync.config import Settings, get_settings
@@ -144,7 +144,7 @@ def create_app(
         cache_entries = (settings or get_settings()).api_cache_entries
     app.state.responses = ResponseCache(cache_entries)
     problems.install(app)
-    for module in (shak, sor, units, status, fhir, health):
+    for module in (shak, resolve, sor, units, status, fhir, health):
         app.include_router(module.router)
     app.include_router(ui_router)  # the web UI at / (api/ui), outside the OpenAPI document
     if cache_entries > 0:
@@ -169,6 +169,8 @@ def create_app(
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(resolve.schema_components())
             app.openapi_schema = _document_errors(schema)
         return app.openapi_schema
 

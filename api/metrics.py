@@ -100,7 +100,9 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            if _declared_length(scope) > MAX_BODY_BYTES:
+            if _streamed(scope):
+                await self.app(scope, receive, send_with_status)
+            elif _declared_length(scope) > MAX_BODY_BYTES:
                 await _too_large(scope, send_with_status)
             elif _has_header(scope, b"transfer-encoding"):
                 # No length declared (chunked): count while reading, or the limit is moot.
@@ -116,6 +118,20 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(template, str(status)).inc()
             self.metrics.latency.labels(template).observe(time.perf_counter() - start)
+
+
+# Bodies read a chunk at a time, in bounded memory (api/routes/resolve.py): any length.
+STREAMED_PATHS = frozenset({"/v1/resolve"})
+STREAMED_TYPES = (b"text/csv", b"application/x-ndjson")
+
+
+def _streamed(scope: Scope) -> bool:
+    if scope.get("path") not in STREAMED_PATHS:
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return value.split(b";")[0].strip().lower() in STREAMED_TYPES
+    return False
 
 
 def _declared_length(scope: Scope) -> int:

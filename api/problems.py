@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from sorsync import identifiers
 from sorsync.logs import get_logger
 
 PROBLEM_BASE = "https://sorsync.dev/problems/"
@@ -51,6 +52,7 @@ _TYPES = (
     ProblemType("invalid-identifier", 400, "Invalid identifier search", "value"),
     ProblemType("too-many-codes", 413, "Too many codes", "too-costly"),
     ProblemType("request-too-large", 413, "Request body too large", "too-costly"),
+    ProblemType("unsupported-media-type", 415, "Unsupported media type", "not-supported"),
     ProblemType("not-found", 404, "Not found", "not-found"),
     ProblemType("method-not-allowed", 405, "Method not allowed", "not-supported"),
     ProblemType("database-unavailable", 503, "Database unavailable", "transient"),
@@ -71,11 +73,8 @@ class ProblemError(Exception):
 
 
 def identifier_problem(value: str, validator: Callable[[str], str | None]) -> str | None:
-    """Run a validator from sorsync.identifiers on ASCII letters and digits only: str.isdigit
-    and `$` also accept non-ASCII digits and a trailing newline, which must not reach them."""
-    if not (value.isascii() and value.isalnum()):
-        return "only the ASCII letters A-Z and digits 0-9 are allowed"
-    return validator(value)
+    """sorsync.identifiers.identifier_problem (the batch lookups share its messages)."""
+    return identifiers.identifier_problem(value, validator)
 
 
 def require_valid(value: str, validator: Callable[[str], str | None], slug: str, what: str) -> None:

@@ -163,6 +163,69 @@ class ResolveResponse(BaseModel):
     results: list[ResolveResult] = Field(description="One result per code, in request order.")
 
 
+class BulkItem(BaseModel):
+    code: str = Field(description="The code as recorded.", examples=["800110"])
+    kind: str | None = Field(
+        default=None,
+        description="shak (default), sor, ean or ydernummer; another value answers `invalid`.",
+    )
+    date: str | None = Field(
+        default=None,
+        description="ISO date YYYY-MM-DD the code was recorded on; default the request's `date`"
+        " (query or body), else today (Europe/Copenhagen). A bad date answers `invalid`.",
+    )
+
+
+class BulkResolveRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"code": "1575", "kind": "shak", "date": "2021-06-01"},
+                        {"code": "100061000016005", "kind": "sor"},
+                    ]
+                }
+            ]
+        }
+    )
+
+    items: list[BulkItem] = Field(description="At most 10 000 items (more → 413).")
+    date: str | None = Field(
+        default=None, description="Default date of the items (YYYY-MM-DD); default today."
+    )
+
+
+class BulkUnit(BaseModel):
+    sor_id: str
+    name: str | None
+    kind: Kind
+    shak: str | None
+    health_institution: Reference | None = Field(
+        description="The hospital or practice (SOR2: health institution) the unit belongs to."
+    )
+    organisational_level: CodeName | None = Field(
+        description="SOR2 OrganisationalLevelCode / OrganisationalLevelName; null for v1 data."
+    )
+    valid_from: dt.date | None
+    valid_to: dt.date | None = Field(description="First day no longer valid (exclusive).")
+
+
+class BulkResult(BaseModel):
+    code: str
+    kind: str
+    date: dt.date | None
+    status: Literal["found", "not_found", "invalid", "ambiguous"]
+    units: list[BulkUnit] = Field(
+        description="found: the unit; ambiguous: every unit the rule leaves; else empty."
+    )
+    detail: str | None = Field(default=None, description="Why the item is invalid.")
+
+
+class BulkResolveResponse(BaseModel):
+    results: list[BulkResult] = Field(description="One result per item, in request order.")
+
+
 class SorResponse(UnitOut):
     """The unit on the date, its ancestors (nearest first) and its children's SOR ids."""
 

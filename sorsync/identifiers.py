@@ -6,6 +6,7 @@ Pure functions, used by the API before any query and by the fictive data generat
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 # Verhoeff tables (dihedral group D5): multiplication, permutation, inverse.
@@ -128,3 +129,11 @@ def ydernummer_problem(value: str) -> str | None:
 def normalise_ydernummer(value: str) -> str:
     """Ydernumre are compared without leading zeros (NSP's importer strips them)."""
     return value.lstrip("0") or "0"
+
+
+def identifier_problem(value: str, validator: Callable[[str], str | None]) -> str | None:
+    """Run a validator of this module on ASCII letters and digits only: str.isdigit and `$`
+    also accept non-ASCII digits and a trailing newline, which must not reach them."""
+    if not (value.isascii() and value.isalnum()):
+        return "only the ASCII letters A-Z and digits 0-9 are allowed"
+    return validator(value)

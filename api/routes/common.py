@@ -15,6 +15,7 @@ _DESCRIPTIONS = {
     400: "Malformed request (`malformed-json`, `invalid-identifier`).",
     404: "Nothing found (`not-found`).",
     413: "Too many codes or too large a body (`too-many-codes`, `request-too-large`).",
+    415: "The body is in a format not accepted here (`unsupported-media-type`).",
     422: "Malformed input (`invalid-sor-id`, `invalid-shak`, `invalid-gln`, "
     "`invalid-ydernummer`, `invalid-date`, `invalid-parameter`, `invalid-body`).",
     503: "The database is unreachable (`database-unavailable`); retry.",

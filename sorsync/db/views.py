@@ -32,7 +32,7 @@ from sorsync.db.locks import advisory_lock
 from sorsync.db.models import KRS_SCHEMA
 from sorsync.mapping import DatatypeMapping, Kind, SorMapping
 
-VERSION = 1  # bump when the SQL below changes, so every database rebuilds its views
+VERSION = 2  # bump when the SQL below changes, so every database rebuilds its views
 LOCK_NAME = "views"
 OPEN_END = "DATE '2999-01-01'"  # NSP writes 2999-12-31 (or 9999-12-31) for "no end"
 
@@ -339,6 +339,142 @@ SELECT m.shak, m.sor_id, (SELECT u.kind FROM sor.unit u WHERE u.sor_id = m.sor_i
 """
 
 
+# --- resolving (code, date) pairs -------------------------------------------------------------
+
+# The one implementation of the back-mapping rules (docs/back-mapping.md): the single lookups'
+# candidates, the ambiguity rule and the answer columns. The API's POST /v1/resolve, its CSV and
+# NDJSON streams, `sorsync resolve` and the analysts' functions below all call sor.resolve.
+#
+# Each item is answered by a LATERAL subquery: every branch is an index lookup on the views
+# (sor.shak_map.shak, sor.unit.sor_id, .ean, .ydernummer), gated by the item's kind, so a
+# batch costs a few index probes per item whatever its size. Candidates are the units valid on
+# the day (one version each); a candidate whose parent is also a candidate inherits the code
+# from it and is dropped; one unit left = found, several = ambiguous (all of them returned).
+RESOLVE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("status", "text"),
+    ("sor_id", "bigint"),
+    ("name", "text"),
+    ("kind", "text"),
+    ("shak", "text"),
+    ("health_institution_sor_id", "bigint"),
+    ("health_institution_name", "text"),
+    ("organisational_level_code", "text"),
+    ("organisational_level_name", "text"),
+    ("valid_from", "date"),
+    ("valid_to", "date"),
+)
+_RESOLVE_OUT = ", ".join(f"{name} {sql_type}" for name, sql_type in RESOLVE_COLUMNS)
+_AT = "(u.valid_from IS NULL OR u.valid_from <= t.at) AND (u.valid_to IS NULL OR t.at < u.valid_to)"
+_AT_MAP = _AT.replace("u.", "m.")
+_AT_H = _AT.replace("u.", "h.")
+# Only what the answer needs: u.* would also compute SOR2's addresses, specialities and successors.
+_PICK = ", ".join(
+    f"u.{c}"
+    for c in [
+        "sor_id",
+        "name",
+        "kind",
+        "shak",
+        "parent_sor_id",
+        "hospital_sor_id",
+        "praksis_sor_id",
+        "health_institution_name",
+        "organisational_level_code",
+        "organisational_level_name",
+        "valid_from",
+        "valid_to",
+        "pid",
+    ]
+)
+_LOCAL = "AT TIME ZONE 'Europe/Copenhagen'"
+# The spellings a ydernummer may be stored under (as sorsync.lookup.ydernummer_variants).
+_YDER_VARIANTS = (
+    "ARRAY(SELECT lpad(b.bare, w, '0') FROM (SELECT COALESCE(NULLIF(ltrim(i.code, '0'), ''), '0')"
+    " AS bare) b, generate_series(length(b.bare), 9) w)"
+)
+
+
+def resolve_functions(mapping: SorMapping) -> tuple[str, ...]:
+    """sor.resolve and the analysts' functions on it (with their comments)."""
+    # A SHAK's unit is of the kind shak_map gives it. In the v1 branches both kinds are
+    # constants, so the planner skips the sor.unit branches of other kinds (one probe instead
+    # of five); SOR2 has one branch, and its shak_map kind (the latest version's) is not used.
+    same_kind = f"(u.datatype = {_lit(mapping.role('sorentity').key)} OR u.kind = m.kind)"
+    return (
+        f"""
+CREATE OR REPLACE FUNCTION sor.resolve(kinds text[], codes text[], days date[])
+RETURNS TABLE (ord bigint, {_RESOLVE_OUT})
+LANGUAGE sql STABLE PARALLEL SAFE
+-- The planner's cost for a large batch crosses JIT's threshold; compiling the plan then took
+-- seconds for what runs in milliseconds.
+SET jit = off AS $$
+SELECT i.ord,
+       CASE WHEN r.sor_id IS NULL THEN 'not_found' WHEN r.n = 1 THEN 'found'
+            ELSE 'ambiguous' END,
+       r.sor_id, r.name, r.kind, r.shak,
+       COALESCE(r.hospital_sor_id, r.praksis_sor_id),
+       COALESCE(h.name, r.health_institution_name),
+       r.organisational_level_code, r.organisational_level_name,
+       (r.valid_from {_LOCAL})::date, (r.valid_to {_LOCAL})::date
+  FROM unnest(kinds, codes, days) WITH ORDINALITY AS i(kind, code, day, ord)
+ CROSS JOIN LATERAL (SELECT sor.day_start(i.day) AS at) t
+  LEFT JOIN LATERAL (
+    WITH c AS (
+      SELECT DISTINCT ON (u.sor_id) u.*
+        FROM (SELECT {_PICK} FROM sor.shak_map m JOIN sor.unit u ON u.sor_id = m.sor_id
+               WHERE i.kind = 'shak' AND m.shak = i.code AND {_AT_MAP} AND {_AT}
+                 AND {same_kind}
+              UNION ALL
+              SELECT {_PICK} FROM sor.unit u
+               WHERE i.kind = 'sor' AND u.sor_id = sor.as_bigint(i.code) AND {_AT}
+              UNION ALL
+              SELECT {_PICK} FROM sor.unit u
+               WHERE i.kind = 'ean' AND u.ean = sor.as_bigint(i.code) AND {_AT}
+              UNION ALL
+              SELECT {_PICK} FROM sor.unit u
+               WHERE i.kind = 'ydernummer' AND u.ydernummer = ANY({_YDER_VARIANTS})
+                 AND {_AT}) u
+       ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)
+    SELECT c.*, count(*) OVER () AS n FROM c
+     WHERE c.parent_sor_id IS NULL
+        OR NOT EXISTS (SELECT 1 FROM c p WHERE p.sor_id = c.parent_sor_id)
+  ) r ON true
+  LEFT JOIN LATERAL (
+    SELECT h.name FROM sor.unit h
+     WHERE h.sor_id = COALESCE(r.hospital_sor_id, r.praksis_sor_id) AND {_AT_H}
+       AND h.kind IN ('sygehus', 'praksis')
+     ORDER BY h.valid_from NULLS FIRST, h.pid LIMIT 1
+  ) h ON true
+ ORDER BY i.ord, r.sor_id
+$$""",
+        f"""
+CREATE OR REPLACE FUNCTION sor.resolve_code(kind text, code text,
+    on_date date DEFAULT (now() {_LOCAL})::date)
+RETURNS TABLE ({_RESOLVE_OUT})
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+SELECT {", ".join(name for name, _ in RESOLVE_COLUMNS)}
+  FROM sor.resolve(ARRAY[lower(btrim(kind))], ARRAY[upper(btrim(code))], ARRAY[on_date])
+$$""",
+        f"""
+CREATE OR REPLACE FUNCTION sor.shak_to_sor(code text,
+    on_date date DEFAULT (now() {_LOCAL})::date)
+RETURNS TABLE ({_RESOLVE_OUT})
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+SELECT * FROM sor.resolve_code('shak', code, on_date)
+$$""",
+        "COMMENT ON FUNCTION sor.resolve(text[], text[], date[]) IS 'Back-mapping in bulk:"
+        " item i of (kinds, codes, days) - kind shak, sor, ean or ydernummer - answered as rows"
+        " with ord = i: one row per unit; status found, ambiguous (several rows) or not_found"
+        " (one row of NULLs). Codes are taken as given (upper-case SHAK); see the back-mapping"
+        " guide.'",
+        "COMMENT ON FUNCTION sor.resolve_code(text, text, date) IS 'The unit(s) a code of a kind"
+        " (shak, sor, ean, ydernummer) meant on a date (default today in Denmark): sor.resolve for"
+        " one item.'",
+        "COMMENT ON FUNCTION sor.shak_to_sor(text, date) IS 'The SOR unit(s) a SHAK code meant on a"
+        " date (default today in Denmark); status found, ambiguous or not_found.'",
+    )
+
+
 # --- indexes ------------------------------------------------------------------------------------
 
 # (role, column, method): the lookups' indexes on the SOR2 tables.
@@ -406,6 +542,7 @@ def statements(
         unit_link_view(mapping, sources),
         UNIT_CURRENT,
         shak_map_view(mapping, sources),
+        *resolve_functions(mapping),
     ]
     out += [statement for _, statement in index_statements(mapping).values()]
     out += _comments(mapping, sources)

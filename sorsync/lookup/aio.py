@@ -8,13 +8,23 @@ SQLAlchemy DBAPIError subclasses, as there, so the API maps them to 503 the same
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
 import psycopg
 from sqlalchemy.exc import DBAPIError
 
+from sorsync.lookup.resolve import (
+    RESOLVE,
+    Answer,
+    AnswerCache,
+    Item,
+    answer,
+    distinct_keys,
+    group_rows,
+    query_params,
+)
 from sorsync.lookup.status import DATA_VERSION, NO_VERSION, DataVersion
 from sorsync.lookup.units import (
     BY_SHAK,
@@ -78,3 +88,13 @@ async def data_version(conn: AsyncConn) -> DataVersion:
     """As `sorsync.lookup.data_version`."""
     rows = await fetch(conn, DATA_VERSION, {})
     return NO_VERSION if not rows else DataVersion(run_id=rows[0][0], finished_at=rows[0][1])
+
+
+async def resolve_cached(
+    conn: AsyncConn, items: Sequence[Item], cache: AnswerCache
+) -> list[Answer]:
+    """As `sorsync.lookup.resolve.resolve_cached`."""
+    keys = distinct_keys(items, cache.answers)
+    if keys:
+        cache.add(group_rows(keys, await fetch(conn, RESOLVE, query_params(keys))))
+    return answer(items, cache.answers)

@@ -121,6 +121,7 @@ def test_openapi_document(api_client: TestClient) -> None:
     operation_ids = {op["operationId"] for item in doc["paths"].values() for op in item.values()}
     assert operation_ids == {
         "getShak",
+        "resolve",
         "resolveShak",
         "getSorUnit",
         "getSorHistory",

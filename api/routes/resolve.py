@@ -1,0 +1,367 @@
+"""POST /v1/resolve: (code, kind, date) items in bulk, as JSON or streamed as CSV or NDJSON.
+
+The rules are the SQL function sor.resolve's (sorsync/lookup/resolve.py, docs/back-mapping.md).
+A JSON request holds up to MAX_ITEMS items and gets one JSON answer. A CSV or NDJSON request may
+hold any number: it is read, answered and written CHUNK items at a time, so memory stays bounded
+whatever its size. Its answer starts before the whole body is read; a problem after that (a
+body cut off, bytes that are not UTF-8, the database gone) is the answer's last row or line
+(docs/back-mapping.md, "Streams").
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from api.caching import JSON
+from api.database import Database
+from api.deps import app_state, parse_date
+from api.metrics import Metrics
+from api.problems import ProblemError
+from api.routes.common import problem_responses
+from api.schemas import BulkResolveRequest, BulkResolveResponse
+from sorsync.logs import get_logger
+from sorsync.lookup import aio
+from sorsync.lookup import resolve as rs
+
+router = APIRouter(prefix="/v1", tags=["SHAK"])
+log = get_logger(__name__)
+
+MAX_ITEMS = 10_000
+CSV_TYPE = "text/csv"
+NDJSON_TYPE = "application/x-ndjson"
+STREAMED = (CSV_TYPE, NDJSON_TYPE)
+MAX_LINE = 1 << 20  # one CSV record or NDJSON line; a longer one is an error, not buffered
+INPUT_COLUMNS = ("code", "kind", "date")
+_TEXT = {"schema": {"type": "string"}}
+
+OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {"schema": {"$ref": "#/components/schemas/BulkResolveRequest"}},
+            CSV_TYPE: {
+                **_TEXT,
+                "example": "code,kind,date\n800110,shak,2021-06-01\n5790000000012,ean,\n",
+            },
+            NDJSON_TYPE: {**_TEXT, "example": '{"code": "800110", "date": "2021-06-01"}\n'},
+        },
+    }
+}
+
+
+def schema_components() -> dict[str, Any]:
+    """The JSON request's schema and the models it refers to, for the OpenAPI components (the
+    body is read by hand, so FastAPI does not add them itself)."""
+    schema = BulkResolveRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = schema.pop("$defs", {})
+    return {"BulkResolveRequest": schema, **defs}
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", JSON).split(";")[0].strip().lower() or JSON
+
+
+@router.post(
+    "/resolve",
+    operation_id="resolve",
+    summary="Back-map many (code, kind, date) items: JSON, or CSV / NDJSON streamed",
+    response_model=BulkResolveResponse,
+    responses={
+        200: {"content": {CSV_TYPE: _TEXT, NDJSON_TYPE: _TEXT}},
+        **problem_responses(400, 413, 415, 422, 503),
+    },
+    openapi_extra=OPENAPI_BODY,
+)
+async def resolve(request: Request) -> Response:
+    """One answer per item, in order: `found` (the unit), `ambiguous` (several units and no
+    rule picks one), `not_found` or `invalid` (with the single lookup's `detail`). Kinds:
+    `shak` (default), `sor`, `ean`, `ydernummer`; the date defaults to the request's `date`,
+    else today. JSON: up to 10 000 items (more → 413). `text/csv` (columns code, kind, date)
+    and `application/x-ndjson` (one item a line): any number, answered in the same format as
+    they arrive; a problem after the answer has begun is its last row or line."""
+    kind = media_type(request)
+    db, metrics = app_state(request)
+    default_day = parse_date(request.query_params.get("date"))
+    default_kind = request.query_params.get("kind")
+    if kind == JSON:
+        return await _json(request, db, metrics, default_day)
+    if kind not in STREAMED:
+        raise ProblemError(
+            "unsupported-media-type",
+            f"Content-Type {kind!r} is not accepted here; send application/json, {CSV_TYPE}"
+            f" or {NDJSON_TYPE}.",
+        )
+    blocks = text_blocks(request)
+    if kind == CSV_TYPE:
+        body: AsyncIterator[bytes] = await csv_stream(
+            blocks, db, metrics, default_kind, default_day
+        )
+    else:
+        body = ndjson_stream(blocks, db, metrics, default_kind, default_day)
+    return DuplexResponse(body, media_type=kind, headers={"Cache-Control": "no-store"})
+
+
+class DuplexResponse(StreamingResponse):
+    """A streamed answer whose body iterator reads the request body as it goes. Starlette's
+    StreamingResponse (before ASGI 2.4) also reads `receive` itself, to notice a disconnect,
+    and so would take the body's chunks from the iterator; here a disconnect reaches the
+    iterator as ClientDisconnect instead (text_blocks)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.stream_response(send)
+
+
+async def _json(request: Request, db: Database, metrics: Metrics, default_day: dt.date) -> Response:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProblemError(
+            "malformed-json", "The request body is not valid JSON; send a JSON object."
+        ) from None
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise ProblemError(
+            "invalid-body", 'The body must be a JSON object with a list "items" of items.'
+        )
+    given = body["items"]
+    if len(given) > MAX_ITEMS:
+        raise ProblemError(
+            "too-many-codes",
+            f"{len(given)} items sent; at most {MAX_ITEMS} in one JSON request. Split the batch,"
+            f" or stream them as {CSV_TYPE} or {NDJSON_TYPE}.",
+        )
+    if (day := body.get("date")) is not None:
+        if not isinstance(day, str):
+            raise ProblemError("invalid-date", f"date {day!r} is not an ISO date YYYY-MM-DD.")
+        default_day = parse_date(day)
+    items = [_from_object(obj, None, default_day, n) for n, obj in enumerate(given, start=1)]
+    cache = rs.AnswerCache(limit=len(items) + 1)
+    answers = await db.arun(lambda conn: aio.resolve_cached(conn, items, cache))
+    _count(metrics, answers)
+    content = orjson.dumps({"results": [rs.answer_json(a) for a in answers]})
+    return Response(content, media_type=JSON, headers={"Cache-Control": "no-store"})
+
+
+def _from_object(obj: Any, default_kind: str | None, default_day: dt.date, n: int) -> rs.Item:
+    if not isinstance(obj, dict):
+        return rs.Item("", "", None, f"item {n} is not a JSON object with a string code.")
+    return rs.item(obj.get("kind", default_kind), obj.get("code"), obj.get("date"), default_day)
+
+
+def _count(metrics: Metrics, answers: list[rs.Answer]) -> None:
+    for status, n in rs.counts(answers).items():
+        if n:
+            metrics.lookup("bulk", status, n)
+
+
+# --- streams ------------------------------------------------------------------------------------
+
+
+class StreamError(Exception):
+    """The stream cannot go on; the message says why, for the answer's last row or line."""
+
+
+async def text_blocks(request: Request) -> AsyncIterator[str]:
+    """The body as UTF-8 text in blocks of whole records: each block ends with a line break
+    that is not inside a quoted CSV field (the last block may end without one)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    pending = ""
+    try:
+        async for chunk in request.stream():
+            pending += decoder.decode(chunk)
+            cut = pending.rfind("\n") + 1
+            # An odd number of quotes: the last line break is inside a quoted field.
+            while cut and pending.count('"', 0, cut) % 2:
+                cut = pending.rfind("\n", 0, cut - 1) + 1
+            if cut:
+                yield pending[:cut]
+                pending = pending[cut:]
+            if len(pending) > MAX_LINE:
+                raise StreamError(f"a record is longer than {MAX_LINE} characters")
+        pending += decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise StreamError(
+            f"the body is not valid UTF-8 (byte 0x{exc.object[exc.start]:02X}); send UTF-8"
+        ) from None
+    except ClientDisconnect:
+        raise StreamError(
+            "the request body was cut off before its end (the client disconnected); the rows"
+            " before this one were answered, the rest were not read"
+        ) from None
+    if pending:
+        yield pending
+
+
+async def _answered(
+    items: list[rs.Item], db: Database, metrics: Metrics, cache: rs.AnswerCache
+) -> list[rs.Answer]:
+    answers = await db.arun(lambda conn: aio.resolve_cached(conn, items, cache))
+    _count(metrics, answers)
+    return answers
+
+
+def _sniff_delimiter(header: str) -> str:
+    return max(",;\t|", key=header.count)
+
+
+async def csv_stream(
+    blocks: AsyncIterator[str],
+    db: Database,
+    metrics: Metrics,
+    default_kind: str | None,
+    default_day: dt.date,
+) -> AsyncIterator[bytes]:
+    """Read the header first (a bad one is a 422 before any answer), then stream the rest."""
+    first = ""
+    try:
+        async for block in blocks:
+            first += block
+            if first.strip():
+                break
+    except StreamError as exc:
+        raise ProblemError("invalid-body", f"{exc}.") from None
+    header_line = first.lstrip().split("\n", 1)[0]
+    delimiter = _sniff_delimiter(header_line)
+    rows = csv.reader(io.StringIO(first), delimiter=delimiter)
+    header = [name.strip().lower() for name in next(rows, [])]
+    if "code" not in header:
+        raise ProblemError(
+            "invalid-body",
+            f"The CSV header {header_line.strip()[:200]!r} has no column 'code'; the first"
+            " row names the columns: code, and optionally kind and date.",
+        )
+    where = {name: header.index(name) for name in INPUT_COLUMNS if name in header}
+    rest = list(rows)
+    return _csv_answers(rest, blocks, where, delimiter, db, metrics, default_kind, default_day)
+
+
+async def _csv_answers(
+    rest: list[list[str]],
+    blocks: AsyncIterator[str],
+    where: dict[str, int],
+    delimiter: str,
+    db: Database,
+    metrics: Metrics,
+    default_kind: str | None,
+    default_day: dt.date,
+) -> AsyncIterator[bytes]:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow([*INPUT_COLUMNS, *rs.CSV_COLUMNS])
+    cache = rs.AnswerCache()
+    code_at, kind_at, date_at = where["code"], where.get("kind"), where.get("date")
+
+    def field(row: list[str], at: int | None) -> str | None:
+        return row[at] if at is not None and at < len(row) else None
+
+    def parse(row: list[str]) -> rs.Item:
+        return rs.item(
+            field(row, kind_at) or default_kind, field(row, code_at), field(row, date_at),
+            default_day,
+        )  # fmt: skip
+
+    def rows_of(answers: list[rs.Answer]) -> bytes:
+        for a in answers:
+            it = a.item
+            day = "" if it.day is None else it.day.isoformat()
+            writer.writerow([it.code, it.kind, day, *rs.answer_cells(a)])
+        data = out.getvalue().encode()
+        out.seek(0)
+        out.truncate()
+        return data
+
+    async def records() -> AsyncIterator[list[str]]:
+        for row in rest:
+            yield row
+        async for block in blocks:
+            try:
+                for row in csv.reader(io.StringIO(block), delimiter=delimiter, strict=True):
+                    yield row
+            except csv.Error as exc:
+                raise StreamError(f"the CSV cannot be read on from here: {exc}") from None
+
+    items: list[rs.Item] = []
+    try:
+        async for row in records():
+            if not row or not any(cell.strip() for cell in row):
+                continue  # a blank line
+            items.append(parse(row))
+            if len(items) >= rs.CHUNK:
+                yield rows_of(await _answered(items, db, metrics, cache))
+                items = []
+        if items:
+            yield rows_of(await _answered(items, db, metrics, cache))
+        else:
+            yield rows_of([])
+    except Exception as exc:
+        detail = _stream_problem(exc, "row")
+        writer.writerow(["", "", "", "error", *[""] * (len(rs.CSV_COLUMNS) - 2), detail])
+        yield rows_of([])
+
+
+def _stream_problem(exc: Exception, what: str) -> str:
+    """The last row's or line's text for a problem that stops a stream (logged)."""
+    if isinstance(exc, StreamError):
+        log.warning("resolve stream stopped", reason=str(exc))
+        return f"stopped: {exc}."
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        log.warning("resolve stream stopped: database", error=type(exc).__name__)
+        return (
+            f"stopped: the database cannot be reached right now; the {what}s before this one"
+            " were answered. Send the rest again shortly."
+        )
+    log.error("resolve stream failed", exc_info=exc)
+    return f"stopped: something went wrong on our side (logged); the {what}s before were answered."
+
+
+async def ndjson_stream(
+    blocks: AsyncIterator[str],
+    db: Database,
+    metrics: Metrics,
+    default_kind: str | None,
+    default_day: dt.date,
+) -> AsyncIterator[bytes]:
+    cache = rs.AnswerCache()
+    dumps: Callable[[Any], bytes] = orjson.dumps
+    line_no = 0
+
+    def lines_of(answers: list[rs.Answer]) -> bytes:
+        return b"".join(dumps(rs.answer_json(a)) + b"\n" for a in answers)
+
+    items: list[rs.Item] = []
+    try:
+        async for block in blocks:
+            for line in block.splitlines():
+                line_no += 1
+                if not line.strip():
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    items.append(rs.Item("", "", None, f"line {line_no} is not JSON: {exc}."))
+                else:
+                    if isinstance(obj, dict):
+                        items.append(_from_object(obj, default_kind, default_day, line_no))
+                    else:
+                        items.append(rs.Item("", "", None, f"line {line_no} is not a JSON object."))
+                if len(items) >= rs.CHUNK:
+                    yield lines_of(await _answered(items, db, metrics, cache))
+                    items = []
+        if items:
+            yield lines_of(await _answered(items, db, metrics, cache))
+    except Exception as exc:
+        detail = _stream_problem(exc, "line")
+        yield dumps({"error": {"line": line_no + 1, "detail": detail}}) + b"\n"

@@ -1,0 +1,308 @@
+"""Back-mapping in bulk: (kind, code, date) items answered by the SQL function `sor.resolve`.
+
+The rules (which units a code has on a date, which of them the answer is, when it is ambiguous)
+live in that one function (sorsync/db/views.py, docs/back-mapping.md); this module validates
+items with the single lookups' messages, sends the valid ones in one query per chunk, and
+renders answers as JSON or CSV cells. The API (api/routes/resolve.py) and `sorsync resolve`
+(sorsync/cli/resolve.py) both use it; the analysts' SQL functions call `sor.resolve` directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection
+
+from sorsync import identifiers
+from sorsync.lookup.units import fetch
+
+CODE_KINDS = ("shak", "sor", "ean", "ydernummer")
+STATUSES = ("found", "not_found", "invalid", "ambiguous")
+# How many items one query answers when streaming: large enough that a round trip is a small
+# part of it, small enough that a chunk's rows stay a few MB.
+CHUNK = 5000
+
+# kind → (what the single lookup calls the code, its validator)
+_RULES: dict[str, tuple[str, Callable[[str], str | None]]] = {
+    "shak": ("a SHAK code", identifiers.shak_problem),
+    "sor": ("a SOR id", identifiers.sor_id_problem),
+    "ean": ("a GLN", identifiers.gln_problem),
+    "ydernummer": ("a ydernummer", identifiers.ydernummer_problem),
+}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def code_problem(kind: str, code: str) -> str | None:
+    """What the single lookup of `kind` would answer for `code` (its 422 detail), or None."""
+    what, validator = _RULES[kind]
+    problem = identifiers.identifier_problem(code, validator)
+    return None if problem is None else f"{code!r} is not {what}: {problem}."
+
+
+def date_problem(value: str) -> str | None:
+    """The single lookups' message for a `date` that is not an ISO calendar date, or None."""
+    if not _DATE.match(value):
+        return f"date {value!r} is not an ISO date YYYY-MM-DD."
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return f"date {value!r} is not a calendar date."
+    return None
+
+
+def kind_problem(kind: str) -> str | None:
+    if kind in CODE_KINDS:
+        return None
+    return f"kind {kind!r} is not one of {', '.join(CODE_KINDS)}."
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One (kind, code, date) to answer: normalised when valid, else as given with `problem`."""
+
+    kind: str
+    code: str
+    day: dt.date | None
+    problem: str | None = None
+
+
+def item(kind: Any, code: Any, day: Any, default_day: dt.date) -> Item:
+    """Validate one item as given (strings, or None for "not given"): kind, then code, then
+    date, the first problem found wins. The date defaults to `default_day`."""
+    if not isinstance(code, str):
+        return Item(str(kind or ""), "" if code is None else str(code), None, "code is missing.")
+    if kind is None or kind == "":
+        kind = "shak"  # what the existing SHAK jobs send
+    if not isinstance(kind, str):
+        return Item(str(kind), code, None, kind_problem(str(kind)))
+    if kind_problem(kind.strip().lower()) is not None:
+        return Item(kind, code, None, kind_problem(kind))
+    kind = kind.strip().lower()
+    code = code.strip()
+    if kind == "shak":
+        code = identifiers.normalise_shak(code)
+    if (problem := code_problem(kind, code)) is not None:
+        return Item(kind, code, None, problem)
+    if day is None or day == "":
+        return Item(kind, code, default_day)
+    if isinstance(day, dt.date):
+        return Item(kind, code, day)
+    if not isinstance(day, str):
+        return Item(kind, code, None, f"date {day!r} is not an ISO date YYYY-MM-DD.")
+    day = day.strip()
+    if (problem := date_problem(day)) is not None:
+        return Item(kind, code, None, problem)
+    return Item(kind, code, dt.date.fromisoformat(day))
+
+
+class ResolvedUnit(NamedTuple):
+    """A unit in an answer: the columns of `sor.resolve` after ord and status."""
+
+    sor_id: int
+    name: str | None
+    kind: str
+    shak: str | None
+    health_institution_sor_id: int | None
+    health_institution_name: str | None
+    organisational_level_code: str | None
+    organisational_level_name: str | None
+    valid_from: dt.date | None
+    valid_to: dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    item: Item
+    status: str  # one of STATUSES
+    units: list[ResolvedUnit]
+
+    @property
+    def detail(self) -> str | None:
+        return self.item.problem
+
+
+RESOLVE = "SELECT * FROM sor.resolve(%(kinds)s, %(codes)s, %(days)s)"
+
+Key = tuple[str, str, dt.date]
+
+
+def query_params(keys: Sequence[Key]) -> dict[str, Any]:
+    return {
+        "kinds": [k[0] for k in keys],
+        "codes": [k[1] for k in keys],
+        "days": [k[2] for k in keys],
+    }
+
+
+def group_rows(keys: Sequence[Key], rows: Iterable[tuple[Any, ...]]) -> dict[Key, Answer]:
+    """sor.resolve's rows (ord from 1) as one answer per key (valid items only)."""
+    statuses: dict[int, str] = {}
+    units: dict[int, list[ResolvedUnit]] = {}
+    make = ResolvedUnit._make
+    for row in rows:
+        ord_ = row[0]
+        statuses[ord_] = row[1]
+        if row[2] is not None:
+            units.setdefault(ord_, []).append(make(row[2:]))
+    return {
+        key: Answer(Item(*key), statuses.get(n, "not_found"), units.get(n, []))
+        for n, key in enumerate(keys, start=1)
+    }
+
+
+def answer(items: Sequence[Item], found: dict[Key, Answer]) -> list[Answer]:
+    """The answers in the items' order (invalid items answered by their problem)."""
+    out = []
+    for it in items:
+        if it.problem is not None or it.day is None:
+            out.append(Answer(it, "invalid", []))
+        else:
+            got = found[(it.kind, it.code, it.day)]
+            out.append(got if got.item == it else Answer(it, got.status, got.units))
+    return out
+
+
+def distinct_keys(items: Iterable[Item], known: dict[Key, Answer] | None = None) -> list[Key]:
+    """The valid items' (kind, code, day), each once, leaving out those in `known`."""
+    seen: dict[Key, None] = {}
+    for it in items:
+        if it.problem is None and it.day is not None:
+            key = (it.kind, it.code, it.day)
+            if known is None or key not in known:
+                seen[key] = None
+    return list(seen)
+
+
+def resolve(conn: Connection, items: Sequence[Item]) -> list[Answer]:
+    """Answer `items` in order with one query (each distinct valid item asked once)."""
+    keys = distinct_keys(items)
+    found = group_rows(keys, fetch(conn, RESOLVE, query_params(keys))) if keys else {}
+    return answer(items, found)
+
+
+class AnswerCache:
+    """Answers already given in one stream, so that a record set that repeats (code, date)
+    pairs asks the database once per pair; bounded, oldest dropped first."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self.answers: dict[Key, Answer] = {}
+
+    def add(self, found: dict[Key, Answer]) -> None:
+        self.answers.update(found)
+        excess = len(self.answers) - self.limit
+        if excess > 0:
+            for key in list(self.answers)[:excess]:
+                del self.answers[key]
+
+
+def resolve_cached(conn: Connection, items: Sequence[Item], cache: AnswerCache) -> list[Answer]:
+    """`resolve`, asking only for the items `cache` has not seen."""
+    keys = distinct_keys(items, cache.answers)
+    if keys:
+        cache.add(group_rows(keys, fetch(conn, RESOLVE, query_params(keys))))
+    return answer(items, cache.answers)
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def unit_json(u: ResolvedUnit) -> dict[str, Any]:
+    institution = None
+    if u.health_institution_sor_id is not None or u.health_institution_name is not None:
+        sid = u.health_institution_sor_id
+        institution = {
+            "sor_id": None if sid is None else str(sid),
+            "name": u.health_institution_name,
+        }
+    level = None
+    if u.organisational_level_code is not None or u.organisational_level_name is not None:
+        level = {"code": u.organisational_level_code, "name": u.organisational_level_name}
+    return {
+        "sor_id": str(u.sor_id),
+        "name": u.name,
+        "kind": u.kind,
+        "shak": u.shak,
+        "health_institution": institution,
+        "organisational_level": level,
+        "valid_from": None if u.valid_from is None else u.valid_from.isoformat(),
+        "valid_to": None if u.valid_to is None else u.valid_to.isoformat(),
+    }
+
+
+def answer_json(a: Answer) -> dict[str, Any]:
+    it = a.item
+    out: dict[str, Any] = {
+        "code": it.code,
+        "kind": it.kind,
+        "date": None if it.day is None else it.day.isoformat(),
+        "status": a.status,
+        "units": [unit_json(u) for u in a.units],
+    }
+    if it.problem is not None:
+        out["detail"] = it.problem
+    return out
+
+
+# The answer columns of CSV output (the API's and `sorsync resolve`'s). Several units (an
+# ambiguous answer) share a cell, their values joined by " | " in the same order in every column.
+CSV_COLUMNS = (
+    "status",
+    "sor_id",
+    "sor_name",
+    "sor_kind",
+    "sor_shak",
+    "health_institution_sor_id",
+    "health_institution_name",
+    "organisational_level_code",
+    "organisational_level_name",
+    "detail",
+)
+JOIN = " | "
+
+
+def _cell(values: list[Any]) -> str:
+    return JOIN.join("" if v is None else str(v) for v in values)
+
+
+def answer_cells(a: Answer) -> list[str]:
+    units = a.units
+    if not units:
+        return [a.status, "", "", "", "", "", "", "", "", a.item.problem or ""]
+    if len(units) == 1:
+        u = units[0]
+        return [
+            a.status,
+            str(u.sor_id),
+            u.name or "",
+            u.kind,
+            u.shak or "",
+            "" if u.health_institution_sor_id is None else str(u.health_institution_sor_id),
+            u.health_institution_name or "",
+            u.organisational_level_code or "",
+            u.organisational_level_name or "",
+            "",
+        ]
+    return [
+        a.status,
+        _cell([u.sor_id for u in units]),
+        _cell([u.name for u in units]),
+        _cell([u.kind for u in units]),
+        _cell([u.shak for u in units]),
+        _cell([u.health_institution_sor_id for u in units]),
+        _cell([u.health_institution_name for u in units]),
+        _cell([u.organisational_level_code for u in units]),
+        _cell([u.organisational_level_name for u in units]),
+        f"{len(units)} units carry the code on that day; see docs/back-mapping.md",
+    ]
+
+
+def counts(answers: Iterable[Answer], into: dict[str, int] | None = None) -> dict[str, int]:
+    out = into if into is not None else dict.fromkeys(STATUSES, 0)
+    for a in answers:
+        out[a.status] += 1
+    return out
