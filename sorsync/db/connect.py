@@ -91,7 +91,10 @@ def connect_problem(url: str, exc: BaseException) -> str:
     all, on one line, and to know when the servers were up but none had the role asked for."""
     message = str(getattr(exc, "orig", None) or exc).strip()
     failures: dict[str, str] = {}
-    for line in message.splitlines():
+    lines = message.splitlines()
+    # With several servers libpq lists every attempt, in order, on lines of their own.
+    listed = [line for line in lines if line.startswith("- host:")]
+    for line in listed or lines:
         match = _SERVER_FAILED.search(line)
         if match:
             server = match["socket"] or f"{match['host']}:{match['port']}"
