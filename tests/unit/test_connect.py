@@ -27,7 +27,7 @@ def test_a_multi_host_url_survives_settings_and_sqlalchemy() -> None:
     # What psycopg is handed: the lists as libpq reads them.
     from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-    _, params = PGDialect_psycopg().create_connect_args(parsed)
+    _, params = PGDialect_psycopg().create_connect_args(parsed)  # type: ignore[no-untyped-call]
     assert params["host"] == "db1.internal,db2.internal"
     assert params["port"] == "5432,5433"
 
