@@ -34,6 +34,7 @@ class Metrics:
     latency: Histogram
     lookups: Counter
     data_age: Gauge
+    replication_lag: Gauge
 
     def lookup(self, kind: str, result: str, n: int = 1) -> None:
         self.lookups.labels(kind, result).inc(n)
@@ -72,6 +73,13 @@ def make_metrics() -> Metrics:
         data_age=Gauge(
             "sorsync_data_age_seconds",
             "Seconds since the last successful sync run finished (set when scraped).",
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        ),
+        replication_lag=Gauge(
+            "sorsync_replication_lag_seconds",
+            "How far the data of the PostgreSQL hot standby the API reads lags behind the"
+            " primary (0 on the primary; set when scraped; -1 while unknown).",
             registry=registry,
             multiprocess_mode="mostrecent",
         ),

@@ -292,6 +292,23 @@ class RunOut(BaseModel):
     source: str | None = Field(description="The source the run read (null: unrecorded).")
 
 
+class ReplicationOut(BaseModel):
+    role: Literal["primary", "standby"] = Field(
+        description="The PostgreSQL server answering: the primary, or a hot standby."
+    )
+    lag_seconds: float | None = Field(
+        description="Standby only: how far its data lags behind the primary (0 when it has"
+        " replayed all it received); null on the primary, or before the first replayed change."
+    )
+    replayed_at: dt.datetime | None = Field(
+        description="Standby only: when the last change it replayed was committed on the primary."
+    )
+    wal_receiver: str | None = Field(
+        description="Standby only: the WAL receiver's state ('streaming'); null when it is not"
+        " connected to a primary (no new data arrives)."
+    )
+
+
 class StatusResponse(BaseModel):
     data_version: str | None = Field(
         description="Id of the last successful sync run (what ETags are derived from)."
@@ -310,6 +327,10 @@ class StatusResponse(BaseModel):
     datatypes: list[DatatypeStatusOut]
     last_run: RunOut | None
     last_ok_run: RunOut | None
+    replication: ReplicationOut = Field(
+        description="The server's place in PostgreSQL's replication (docs/deployment.md); the"
+        " data age above already includes a standby's lag."
+    )
 
 
 class ValidationErrorItem(BaseModel):

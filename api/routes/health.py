@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
@@ -10,6 +11,7 @@ from api.caching import json_response
 from api.deps import DbDep, MetricsDep
 from api.problems import PROBLEM_TYPES, problem_response
 from sorsync.db import migrate
+from sorsync.db.replication import replication
 from sorsync.logs import get_logger
 
 router = APIRouter(include_in_schema=False)
@@ -53,8 +55,11 @@ def metrics_endpoint(db: DbDep, metrics: MetricsDep) -> Response:
     try:
         with db.connect() as conn:
             age = db.data_version(conn).age_seconds()
+            repl = replication(conn, conn.execute(text("SELECT now()")).scalar_one())
         if age is not None:
             metrics.data_age.set(age)
+        lag = 0.0 if repl.role == "primary" else repl.lag_seconds
+        metrics.replication_lag.set(-1 if lag is None else lag)
     except DBAPIError:
         pass  # scrape the rest anyway; the request counters show the outage
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

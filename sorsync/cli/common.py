@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED
@@ -43,38 +43,68 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def writable_url() -> str:
+    """The database URL of a command that changes the schema, or a one-line exit: the server
+    must be reachable and take writes (not a hot standby)."""
+    from sorsync.db.connect import (
+        connect_problem,
+        database_url,
+        read_only_problem,
+        writer_url_problem,
+    )
+    from sorsync.db.engine import make_engine
+
+    url = database_url()
+    if (problem := writer_url_problem(url)) is not None:
+        raise fail(problem, EXIT_CONFIG)
+    engine = make_engine(url, pool=False, application_name="sorsync-migrate")
+    try:
+        problem = read_only_problem(engine)
+    except DBAPIError as exc:
+        raise fail(connect_problem(url, exc), EXIT_FAILED) from None
+    finally:
+        engine.dispose()
+    if problem is not None:
+        raise fail(problem, EXIT_CONFIG)
+    return url
+
+
 @contextmanager
-def migrated_engine(application_name: str) -> Iterator[Engine]:
+def migrated_engine(application_name: str, *, writer: bool = False) -> Iterator[Engine]:
     """A NullPool engine on a reachable database at the migrations' head, or a one-line exit.
+    A `writer` (sync, scheduler) also needs a server that takes writes: not a hot standby.
 
     NullPool: every run and every advisory lock gets a connection of its own
     (docs/reference/python-stack.md §1.5).
     """
     from sorsync.db import migrate
-    from sorsync.db.connect import database_url
+    from sorsync.db.connect import (
+        connect_problem,
+        database_url,
+        read_only_problem,
+        writer_url_problem,
+    )
     from sorsync.db.engine import make_engine
 
     # Alembic's MigrationContext announces itself at INFO on every revision check.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     url = database_url()
-    where = make_url(url).render_as_string(hide_password=True)
+    if writer and (problem := writer_url_problem(url)) is not None:
+        raise fail(problem, EXIT_CONFIG)
     engine = make_engine(url, pool=False, application_name=application_name)
     try:
         try:
             current, head = migrate.current_revision(engine), migrate.head_revision()
         except DBAPIError as exc:
-            first = str(exc.orig or exc).strip().splitlines()[0]
-            raise fail(
-                f"cannot reach PostgreSQL at {where} ({first}); check SORSYNC_DATABASE_URL and"
-                " that the server is running",
-                EXIT_FAILED,
-            ) from None
+            raise fail(connect_problem(url, exc), EXIT_FAILED) from None
         if current != head:
             raise fail(
                 f"the database schema is at revision {current or 'none'}, sorsync needs {head}:"
                 " run `sorsync db upgrade` first",
                 EXIT_CONFIG,
             )
+        if writer and (problem := read_only_problem(engine)) is not None:
+            raise fail(problem, EXIT_CONFIG)
         yield engine
     finally:
         engine.dispose()

@@ -6,7 +6,7 @@ import typer
 from sqlalchemy import Engine, text
 
 from sorsync.cli.app import EXIT_FAILED, db_app
-from sorsync.db.connect import database_url
+from sorsync.cli.common import writable_url
 from sorsync.db.engine import make_engine
 from sorsync.db.models import SOR_SCHEMA
 
@@ -56,7 +56,7 @@ def grant_readonly_command(
     ),
 ) -> None:
     """Grant ROLE read access to the sor views (sor.unit, sor.unit_current, sor.shak_map)."""
-    engine = make_engine(database_url(), pool=False)
+    engine = make_engine(writable_url(), pool=False)
     try:
         grant_readonly(engine, role)
     except GrantError as exc:

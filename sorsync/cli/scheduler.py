@@ -34,5 +34,5 @@ def scheduler_command(
 
     from sorsync.scheduler import run_scheduler
 
-    with migrated_engine("sorsync-scheduler") as engine:
+    with migrated_engine("sorsync-scheduler", writer=True) as engine:
         run_scheduler(engine, settings, krs_url=settings.krs_url)

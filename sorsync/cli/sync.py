@@ -212,7 +212,7 @@ def sync_command(
     if settings.uses_files and not demo:
         _files_sync(settings, dts, full, allow_shrink, json_output)
         return
-    with migrated_engine("sorsync-cli") as engine:
+    with migrated_engine("sorsync-cli", writer=True) as engine:
         try:
             with krs_source(settings) as source, _Progress(kind) as progress:
                 result = run_sync(
@@ -345,6 +345,13 @@ def status_command(
         lines[0] += " — run `sorsync sync` (or `sorsync sync --full`)"
     if report.fictive:
         lines[0] += " — FICTIVE demo data from the built-in simulator, not SOR"
+    repl = report.replication
+    if repl.role == "standby":
+        lag = "unknown" if repl.lag_seconds is None else f"{repl.lag_seconds:.1f} s"
+        lines.append(
+            f"server: hot standby, replication lag {lag} (included in the data age),"
+            f" WAL receiver {repl.wal_receiver or 'NOT CONNECTED'}"
+        )
     lines.append(f"{'datatype':<28} {'rows':>9}  {'last success':<25} {'token':<21} last error")
     for d in report.datatypes:
         success = d.last_success_at.isoformat(timespec="seconds") if d.last_success_at else "-"

@@ -1,7 +1,9 @@
 """Where the replica stands: per datatype token, last success, rows, last error; data age.
 
 Shared by `sorsync status`, the API's `/v1/status` and the scheduler. Times come from the
-database clock so that the age does not depend on this machine's clock.
+database clock so that the age does not depend on this machine's clock. On a hot standby the
+sync state is what the standby has replayed, so the data age includes the replication lag; the
+lag itself is reported too (`Replication`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy import Engine, text
 
 from sorsync.config import Settings
 from sorsync.db.models import KRS_SCHEMA
+from sorsync.db.replication import PRIMARY, Replication, replication
 from sorsync.sync.binding import is_fictive
 
 
@@ -88,6 +91,7 @@ class StatusReport:
     stale_after_seconds: float
     last_run: RunSummary | None
     last_ok_run: RunSummary | None
+    replication: Replication = PRIMARY
 
     @property
     def fictive(self) -> bool:
@@ -107,6 +111,7 @@ class StatusReport:
             "datatypes": [d.to_dict() for d in self.datatypes],
             "last_run": self.last_run.to_dict() if self.last_run else None,
             "last_ok_run": self.last_ok_run.to_dict() if self.last_ok_run else None,
+            "replication": self.replication.to_dict(),
         }
 
 
@@ -123,6 +128,7 @@ def status(engine: Engine, settings: Settings) -> StatusReport:
     stale_after = 2 * settings.delta_interval * 60.0
     with engine.connect() as conn:
         now = conn.execute(text("SELECT now()")).scalar_one()
+        repl = replication(conn, now)
         states = {
             (r.register, r.register_version, r.datatype, r.version): r
             for r in conn.execute(
@@ -186,6 +192,7 @@ def status(engine: Engine, settings: Settings) -> StatusReport:
         stale_after_seconds=stale_after,
         last_run=_run(runs[0]) if runs else None,
         last_ok_run=_run(ok_runs[0]) if ok_runs else None,
+        replication=repl,
     )
 
 

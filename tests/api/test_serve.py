@@ -2,61 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx2
 import pytest
 
 from tests.fixtures.api import SorData
+from tests.fixtures.serve import serve_process
 
 
 def _serve(database_url: str, *args: str) -> Iterator[str]:
-    env = {**os.environ, "SORSYNC_DATABASE_URL": database_url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sorsync", "serve", "--host", "127.0.0.1", "--port", "0", *args],
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-    )
-    assert proc.stderr is not None
-    drain: threading.Thread | None = None
-    try:
-        deadline = time.monotonic() + 30
-        base = None
-        while base is None and time.monotonic() < deadline:
-            line = proc.stderr.readline().decode()
-            if not line and proc.poll() is not None:
-                break
-            if match := re.search(r"running on (http://127\.0\.0\.1:\d+)", line):
-                base = match.group(1)
-        assert base is not None, "sorsync serve did not start"
-        # keep reading its log so a full pipe never blocks it
-        drain = threading.Thread(target=proc.stderr.read, daemon=True)
-        drain.start()
-        # with several workers the parent announces the port before the workers listen
-        while time.monotonic() < deadline:
-            try:
-                if httpx2.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.05)
+    with serve_process(database_url, *args) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if drain is not None:
-            drain.join(timeout=5)
-        proc.stderr.close()
 
 
 @pytest.fixture
