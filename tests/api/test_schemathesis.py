@@ -19,6 +19,7 @@ from schemathesis.specs.openapi.checks import (
 from api.app import create_app
 from tests.fixtures.api import SorData
 
+
 # POST /v1/resolve also takes CSV and NDJSON bodies (strings in its document): sent as they are.
 @schemathesis.serializer("text/csv", "application/x-ndjson")
 def _as_text(ctx: Any, value: Any) -> bytes:
