@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
+LOCK_HELD = (
+    "another sorsync sync is running (it holds the sync lock); nothing was done —"
+    " try again when it has finished"
+)
+
+
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -230,11 +236,7 @@ def sync_command(
         except ForeignSource as exc:
             raise fail(f"sync refused: {exc}", EXIT_FOREIGN_SOURCE) from None
         except LockHeld:
-            raise fail(
-                "another sorsync sync is running (it holds the sync lock); nothing was done —"
-                " try again when it has finished",
-                EXIT_LOCKED,
-            ) from None
+            raise fail(LOCK_HELD, EXIT_LOCKED) from None
     if json_output:
         body = {**result.to_dict(), "source": source.identity, "fictive": source.fictive}
         typer.echo(json.dumps(body, ensure_ascii=False))
@@ -267,7 +269,7 @@ def _files_sync(
     if problem is not None:
         raise fail(problem, EXIT_CONFIG)
     location = settings.files_location
-    with migrated_engine("sorsync-cli") as engine:
+    with migrated_engine("sorsync-cli", writer=True) as engine:
         try:
             with _Progress("full") as progress:
                 result = run_sync(
@@ -283,11 +285,7 @@ def _files_sync(
         except ForeignSource as exc:
             raise fail(f"import refused: {exc}", EXIT_FOREIGN_SOURCE) from None
         except LockHeld:
-            raise fail(
-                "another sorsync sync is running (it holds the sync lock); nothing was done —"
-                " try again when it has finished",
-                EXIT_LOCKED,
-            ) from None
+            raise fail(LOCK_HELD, EXIT_LOCKED) from None
     export = result.export or {}
     if json_output:
         body = {**result.to_dict(), "source": identity(location), "fictive": False}
