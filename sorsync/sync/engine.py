@@ -412,8 +412,7 @@ class _Run:
 
     def _natural_key(self, dt: Datatype) -> psycopg.sql.Composable | None:
         """A snapshot source's natural key of `dt` (SQL over a row `r`), for the report."""
-        key = getattr(self.source, "natural_key", None)
-        return key(dt) if callable(key) and isinstance(self.source, SnapshotSource) else None
+        return self.source.natural_key(dt) if isinstance(self.source, SnapshotSource) else None
 
     # --- pages ---------------------------------------------------------------------------
 

@@ -15,13 +15,16 @@ import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sorsync.datatypes import Datatype
 from sorsync.krs import wire
 from sorsync.krs.client import Answer
 from sorsync.krs.errors import DgwsFault
 from sorsync.krs.feed import Page
+
+if TYPE_CHECKING:
+    from psycopg.sql import Composable
 
 
 class PageSource(Protocol):
@@ -57,6 +60,9 @@ class SnapshotSource(Protocol):
     only ever applied as a full sync. There is no offset to continue from."""
 
     def snapshot_pages(self, dt: Datatype, page_size: int) -> Iterator[Page]: ...
+
+    def natural_key(self, dt: Datatype) -> Composable | None:
+        """SQL over a row `r` that names a record for people (the reconciliation's examples)."""
 
 
 def check_page(dt: Datatype, offset: str, page: Page, max_records: int) -> None:
