@@ -74,7 +74,7 @@ def test_every_route_answers_on_the_standby(standby: StandbyBed) -> None:
     with httpx2.Client(base_url=standby.api, timeout=10) as client:
         documented = client.get("/openapi.json").json()["paths"]
         # A route added later must be added here too: "every route" stays every route.
-        assert set(documented) == set(paths) | {"/v1/shak/resolve"}
+        assert set(documented) == set(paths) | {"/v1/shak/resolve", "/v1/resolve"}
         for path in [*paths.values(), "/livez", "/readyz", "/metrics", "/", "/docs"]:
             r = client.get(path)
             assert r.status_code == 200, (path, r.status_code, r.text[:300])
@@ -82,6 +82,10 @@ def test_every_route_answers_on_the_standby(standby: StandbyBed) -> None:
         r = client.post("/v1/shak/resolve", json={"codes": [shak, "9999999"]})
         assert r.status_code == 200, r.text
         assert [x["status"] for x in r.json()["results"]] == ["found", "not_found"]
+        body = f"code,kind\n{shak},shak\n9999999,shak\n"
+        r = client.post("/v1/resolve", content=body, headers={"content-type": "text/csv"})
+        assert r.status_code == 200, r.text
+        assert [line.split(",")[2] for line in r.text.splitlines()[1:]] == ["found", "not_found"]
         assert client.get("/readyz").json() == {"status": "ready"}
 
 
