@@ -6,6 +6,8 @@ primary holds a full sync of a generated KRS source; `sorsync serve` runs on the
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,7 +87,10 @@ def test_every_route_answers_on_the_standby(standby: StandbyBed) -> None:
         body = f"code,kind\n{shak},shak\n9999999,shak\n"
         r = client.post("/v1/resolve", content=body, headers={"content-type": "text/csv"})
         assert r.status_code == 200, r.text
-        assert [line.split(",")[2] for line in r.text.splitlines()[1:]] == ["found", "not_found"]
+        assert [row["status"] for row in csv.DictReader(io.StringIO(r.text))] == [
+            "found",
+            "not_found",
+        ]
         assert client.get("/readyz").json() == {"status": "ready"}
 
 
