@@ -34,6 +34,8 @@ NSP_ENVIRONMENTS: dict[str, dict[str, str]] = {
     }
     for env in ("test1", "test2")
 }
+# The public SOR2 file export (docs/sor2.md §5, no login): SORSYNC_FILES_URL's default.
+FILES_PUBLIC_URL = "https://sor-filer.sundhedsdata.dk/sor2_produktion/V1_00/data/Sor_complete.zip"
 
 
 class ConfigError(Exception):
@@ -241,9 +243,7 @@ class Settings(BaseSettings):
     @property
     def files_location(self) -> str:
         """The export to import: SORSYNC_FILES_URL, else the public Sor_complete.zip."""
-        from sorsync.files.fetch import PUBLIC_URL
-
-        return self.files_url or PUBLIC_URL
+        return self.files_url or FILES_PUBLIC_URL
 
     @property
     def demo_mode(self) -> bool:

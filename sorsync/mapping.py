@@ -29,9 +29,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sorsync.datatypes import KeyFormatError, parse_key
-from sorsync.krs.profile import Expected
 
 Confidence = Literal["C", "I", "U"]
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """The element names a mapping knows, and those of them every source should deliver in some
+    record (an optional one, such as a unit's eighth speciality, may be absent from a whole
+    feed without anything being wrong)."""
+
+    known: frozenset[str]
+    required: frozenset[str]
+
+    @classmethod
+    def of(cls, names: Iterable[str], required: Iterable[str] | None = None) -> Expected:
+        known = frozenset(names)
+        return cls(known, known if required is None else frozenset(required))
 
 
 class Kind(Enum):

@@ -41,7 +41,7 @@ from sorsync.config import Settings
 from sorsync.db.locks import LockHeld
 from sorsync.logs import get_logger
 from sorsync.sync.engine import SHRINK_REFUSED, Kind, Progress, RunResult
-from sorsync.sync.service import SyncFailed, run_sync
+from sorsync.sync.service import BuiltinSource, SyncFailed, run_sync
 
 TIMEZONE = ZoneInfo("Europe/Copenhagen")
 Outcome = Literal["ok", "failed", "skipped", "stopped"]
@@ -162,6 +162,7 @@ class ServiceRunner:
     settings: Settings
     stop: threading.Event
     krs_url: str | None = None
+    builtin: BuiltinSource | None = None  # the demo source (sorsync.sync.service.krs_source)
 
     def __call__(self, kind: Kind) -> RunResult:
         if self.stop.is_set():
@@ -175,7 +176,12 @@ class ServiceRunner:
                 )
 
         result = run_sync(
-            self.engine, self.settings, kind=kind, krs_url=self.krs_url, on_progress=checkpoint
+            self.engine,
+            self.settings,
+            kind=kind,
+            krs_url=self.krs_url,
+            on_progress=checkpoint,
+            builtin=self.builtin,
         )
         if not result.ok:
             raise SyncFailed(result)
@@ -511,12 +517,13 @@ def run_scheduler(
     *,
     krs_url: str | None = None,
     policy: RetryPolicy | None = None,
+    builtin: BuiltinSource | None = None,
 ) -> None:
     """Schedule syncs until SIGTERM/SIGINT, then wait for a running sync to reach a page
-    boundary. Call from the main thread (signal handlers)."""
+    boundary. Call from the main thread (signal handlers). `builtin`: the demo source."""
     stop = threading.Event()
     activity = Activity()
-    runner = ServiceRunner(engine, settings, stop, krs_url)
+    runner = ServiceRunner(engine, settings, stop, krs_url, builtin)
     # The file export changes once a night: one import after its refresh window, no deltas.
     files = settings.uses_files and krs_url is None
     full_cron = settings.files_cron if files else settings.full_cron

@@ -18,8 +18,9 @@ from sorsync.cli.common import fail
 from sorsync.config import ConfigError, Settings, get_settings
 from sorsync.datatypes import Datatype, KeyFormatError, document, lookup
 from sorsync.krs import wire
-from sorsync.krs.profile import Drift, Expected, Profile, compare
+from sorsync.krs.profile import Drift, Profile, compare
 from sorsync.logs import configure
+from sorsync.mapping import Expected
 
 krs_app = typer.Typer(
     help="Look at a KRS source without storing anything.",
@@ -60,6 +61,7 @@ def describe(
     settings: Settings, dt: Datatype, *, pages: int, page_size: int, krs_url: str | None = None
 ) -> Description:
     """Read up to `pages` pages of `dt` from the configured source (nothing is stored)."""
+    from sorsync.cli.demo import BUILTIN
     from sorsync.sync.service import krs_source
 
     # Read as a document whatever the registry says, so that every element is seen.
@@ -67,7 +69,7 @@ def describe(
     profile = Profile()
     offset = wire.START_TOKEN
     read = 0
-    with krs_source(settings, krs_url) as source:
+    with krs_source(settings, krs_url, builtin=BUILTIN) as source:
         for _ in range(pages):
             page = source.client.replicate(whole, offset, page_size)
             if not len(page) or page.last_token is None:

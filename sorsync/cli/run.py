@@ -262,11 +262,12 @@ def _migrate(url: str) -> None:
 
 
 def _first_sync(url: str, krs_url: str | None, settings: Settings) -> None:
+    from sorsync.cli.demo import BUILTIN
     from sorsync.sync.binding import ForeignSource
     from sorsync.sync.service import SourceError, sync_if_empty
 
     try:
-        result = sync_if_empty(url, krs_url, settings)
+        result = sync_if_empty(url, krs_url, settings, builtin=BUILTIN)
     except SourceError as exc:
         raise Abort(str(exc), EXIT_CONFIG) from None
     except ForeignSource as exc:

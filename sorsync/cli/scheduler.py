@@ -32,7 +32,8 @@ def scheduler_command(
     for name in ("alembic", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
+    from sorsync.cli.demo import BUILTIN
     from sorsync.scheduler import run_scheduler
 
     with migrated_engine("sorsync-scheduler", writer=True) as engine:
-        run_scheduler(engine, settings, krs_url=settings.krs_url)
+        run_scheduler(engine, settings, krs_url=settings.krs_url, builtin=BUILTIN)

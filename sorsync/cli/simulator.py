@@ -19,9 +19,9 @@ LISTENING = "KRS simulator listening on {url}"  # parsed by `sorsync run`; keep 
 
 
 def _summary(report: Any) -> dict[str, Any]:
-    from sorsync.simulator.server import _jsonable
+    from sorsync.simulator.server import jsonable
 
-    data = _jsonable(report)
+    data = jsonable(report)
     return data if isinstance(data, dict) else {"report": str(data)}
 
 

@@ -211,6 +211,7 @@ def sync_command(
     dts = _datatypes(settings, datatype)
     kind: Kind = "full" if full else "delta"
 
+    from sorsync.cli.demo import BUILTIN
     from sorsync.db.locks import LockHeld
     from sorsync.sync.binding import ForeignSource
     from sorsync.sync.service import SourceError, krs_source, run_sync
@@ -220,7 +221,7 @@ def sync_command(
         return
     with migrated_engine("sorsync-cli", writer=True) as engine:
         try:
-            with krs_source(settings) as source, _Progress(kind) as progress:
+            with krs_source(settings, builtin=BUILTIN) as source, _Progress(kind) as progress:
                 result = run_sync(
                     engine,
                     settings,

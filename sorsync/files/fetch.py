@@ -26,8 +26,6 @@ import requests
 from sorsync.files.read import ExportError
 from sorsync.krs.client import safe_url
 
-# The public export (docs/sor2.md §5): no login.
-PUBLIC_URL = "https://sor-filer.sundhedsdata.dk/sor2_produktion/V1_00/data/Sor_complete.zip"
 CHUNK = 1024 * 1024
 USER_AGENT = "sorsync (SOR2 file export import; https://github.com/)"
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -22,9 +22,10 @@ from sqlalchemy import Engine
 
 from sorsync.config import Settings
 from sorsync.datatypes import Datatype
+from sorsync.db.engine import psycopg_connection
 from sorsync.logs import get_logger
 from sorsync.sync import binding, sql
-from sorsync.sync.engine import DatatypeResult, ProgressCallback, RunResult, _pg, sync
+from sorsync.sync.engine import DatatypeResult, ProgressCallback, RunResult, sync
 
 from .fetch import DownloadProgress, Fetched, fetch, is_url
 from .read import ExportError
@@ -63,7 +64,7 @@ def previous_export(engine: Engine, source: str, dts: Sequence[Datatype]) -> dic
     """What the last successful import from `source` fetched, if the replica still holds it
     (every datatype bound to `source`, holding rows, and loaded by that import); else None,
     and the next import downloads the export whatever its validators say."""
-    with _pg(engine) as pg:
+    with psycopg_connection(engine) as pg:
         row = pg.execute(_PREVIOUS, (source,)).fetchone()
         if row is None or not isinstance(row[0], dict):
             return None
@@ -95,7 +96,7 @@ def _record_run(
     started_at: float,
 ) -> tuple[int, datetime]:
     report = {"export": export, "seconds": round(time.perf_counter() - started_at, 3)}
-    with _pg(engine) as pg, pg.transaction():
+    with psycopg_connection(engine) as pg, pg.transaction():
         row = pg.execute(
             "INSERT INTO krs.sync_run (kind, status, datatypes, source, finished_at, error,"
             " report) VALUES ('full', %s, %s, %s, now(), %s, %s) RETURNING id, started_at",
@@ -254,7 +255,7 @@ def _apply(
         _log().error("the export cannot be imported", error=str(exc))
         return _result_without_engine(run, dts, started, str(exc), export, exc.transient)
     result.export = export
-    with _pg(engine) as pg:
+    with psycopg_connection(engine) as pg:
         pg.execute(
             "UPDATE krs.sync_run SET report = coalesce(report, '{}'::jsonb)"
             " || jsonb_build_object('export', %s::jsonb) WHERE id = %s",

@@ -8,9 +8,11 @@ builds one from the pages it stores and records the difference in `krs.sync_stat
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from sorsync.mapping import Expected
 
 _INTEGER = re.compile(r"^-?[0-9]{1,18}$")
 _DECIMAL = re.compile(r"^-?[0-9]+[.,][0-9]+$")
@@ -146,21 +148,6 @@ class Drift:
                 more = f" and {len(names) - limit} more" if len(names) > limit else ""
                 parts.append(f"{label}: {shown}{more}")
         return "; ".join(parts) if parts else "fields as mapped"
-
-
-@dataclass(frozen=True, slots=True)
-class Expected:
-    """The element names a mapping knows, and those of them every source should deliver in some
-    record (an optional one, such as a unit's eighth speciality, may be absent from a whole
-    feed without anything being wrong)."""
-
-    known: frozenset[str]
-    required: frozenset[str]
-
-    @classmethod
-    def of(cls, names: Iterable[str], required: Iterable[str] | None = None) -> Expected:
-        known = frozenset(names)
-        return cls(known, known if required is None else frozenset(required))
 
 
 def compare(profile: Profile, expected: Expected) -> Drift:

@@ -548,7 +548,7 @@ class _BodyReader(io.RawIOBase):
         return len(data)
 
 
-def _jsonable(report: Any) -> Any:
+def jsonable(report: Any) -> Any:
     for method in ("as_dict", "to_json", "model_dump"):
         if callable(getattr(report, method, None)):
             return getattr(report, method)()
@@ -730,7 +730,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reader.remaining:
             self.close_connection = True
-        self._send_json(HTTPStatus.OK, _jsonable(report))
+        self._send_json(HTTPStatus.OK, jsonable(report))
 
     def _admin_faults_set(self) -> None:
         raw = self._read_body(1024 * 1024)

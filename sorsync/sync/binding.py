@@ -7,8 +7,8 @@ token to another merges foreign records by PID into the replica. So every dataty
 
 * a KRS endpoint is named by its URL without credentials or secret-looking query values, plus
   the full datatype key: `https://host/path sor/v2/sorentity/v1`;
-* the built-in simulator by the identity of the data it serves: `simulator:<sha256 prefix of the
-  bundled snapshot> sor/sygehus/v1`.
+* the built-in simulator by the identity of the data it serves (sorsync.cli.demo):
+  `simulator:<sha256 prefix of the bundled snapshot> sor/sygehus/v1`.
 
 A delta (and a scheduled full) against another source is refused before anything is written
 (`ForeignSource`); `sorsync sync --full` rebinds, in the transaction that applies its
@@ -18,8 +18,6 @@ on one database cannot interleave their deltas either.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -64,15 +62,6 @@ def endpoint_identity(url: str) -> str:
         safe="*",
     )
     return urlunsplit((parts.scheme.lower(), netloc.lower(), parts.path or "/", query, ""))
-
-
-@functools.cache
-def simulator_identity() -> str:
-    """The built-in simulator named by the data it serves (the bundled demo snapshot)."""
-    from sorsync.simulator.demo import demo_snapshot_path
-
-    digest = hashlib.sha256(demo_snapshot_path().read_bytes()).hexdigest()
-    return f"{SIMULATOR_PREFIX}demo-{digest[:16]}"
 
 
 def datatype_source(identity: str, dt: Datatype) -> str:

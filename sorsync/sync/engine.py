@@ -21,25 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import orjson
 import psycopg
-from psycopg import pq
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from sorsync.datatypes import Datatype
+from sorsync.db.engine import psycopg_connection as _pg
 from sorsync.db.locks import advisory_lock
 from sorsync.krs import wire
 from sorsync.krs.errors import KrsError, ReplicationFault
 from sorsync.krs.feed import CopyRows, Page
-from sorsync.krs.profile import Drift, Expected, Profile, compare
+from sorsync.krs.profile import Drift, Profile, compare
 from sorsync.logs import get_logger
+from sorsync.mapping import Expected
 from sorsync.sync import binding, reconcile, sql
 from sorsync.sync.pages import FeedError, PageSource, PageStream, SnapshotSource, SourceDataError
 from sorsync.sync.reconcile import Reconciliation
@@ -225,24 +226,6 @@ def sync(
 
 def _ignore(_: Progress) -> None:
     return None
-
-
-@contextlib.contextmanager
-def _pg(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
-    """A psycopg connection from `engine` in autocommit mode: transactions are explicit."""
-    raw = engine.raw_connection()
-    try:
-        pg = cast("psycopg.Connection[Any]", raw.driver_connection)
-        if pg.info.transaction_status != pq.TransactionStatus.IDLE:
-            pg.rollback()
-        pg.autocommit = True
-        try:
-            yield pg
-        finally:
-            if not pg.closed and pg.info.transaction_status == pq.TransactionStatus.IDLE:
-                pg.autocommit = False
-    finally:
-        raw.close()
 
 
 def _copy_rows(

@@ -1,14 +1,16 @@
 """Running a sync from configuration: the KRS source, the engine call, and failure as an exception.
 
-Used by `sorsync sync`, `sorsync run` (`sync_if_empty`) and the scheduler (`run_or_raise`).
+Used by `sorsync sync`, `sorsync run` (`sync_if_empty`) and the scheduler. The demo fallback
+(the built-in simulator with fictive data) is a `BuiltinSource` the CLI passes in
+(`sorsync.cli.demo`): nothing here imports the simulator.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import psycopg
 from sqlalchemy import Engine, text
@@ -25,14 +27,21 @@ from sorsync.sync import binding
 from sorsync.sync.engine import Kind, ProgressCallback, RunResult, sync
 from sorsync.sync.pages import PageSource
 
-if TYPE_CHECKING:
-    from sorsync.simulator.server import SimulatorHandle
-
 BUILT_IN = "the built-in KRS simulator with fictive demo data"
 
 
 class SourceError(Exception):
     """The KRS source cannot be set up (bad URL, ID card configuration, simulator data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinSource:
+    """The demo source, provided by the CLI (sorsync.cli.demo): the identity a replica synced
+    from it is bound to, and `serve()`, the simulator running for the duration (yields its URL;
+    raises SourceError when it cannot start)."""
+
+    identity: Callable[[], str]
+    serve: Callable[[], AbstractContextManager[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,32 +56,35 @@ class Source:
 
 
 @contextlib.contextmanager
-def krs_source(settings: Settings, url: str | None = None) -> Iterator[Source]:
+def krs_source(
+    settings: Settings, url: str | None = None, *, builtin: BuiltinSource | None = None
+) -> Iterator[Source]:
     """A KRS client for `url` (default SORSYNC_KRS_URL). In demo mode (Settings.demo_mode) the
     built-in simulator serving the bundled fictive demo data: the one `sorsync run` started
-    (SORSYNC_DEMO_KRS_URL), or one in a background thread for the duration. A configuration
-    that names no source raises SourceError saying what to set."""
+    (SORSYNC_DEMO_KRS_URL), or `builtin.serve()` for the duration. A configuration that names
+    no source raises SourceError saying what to set."""
     from sorsync.krs.client import client_from_settings, safe_url
     from sorsync.krs.errors import KrsError
 
-    handle = None
-    if url is not None:
-        description, identity = safe_url(url), binding.endpoint_identity(url)
-    else:
-        problem = settings.source_problem()
-        if problem is not None:
-            raise SourceError(problem)
-        if settings.demo_mode:
-            url = settings.demo_krs_url
-            if url is None:
-                handle = _start_builtin_simulator()
-                url = handle.url
-            description, identity = BUILT_IN, binding.simulator_identity()
-        else:
-            assert settings.krs_url is not None  # source_problem() says so
-            url = settings.krs_url
+    with contextlib.ExitStack() as stack:
+        if url is not None:
             description, identity = safe_url(url), binding.endpoint_identity(url)
-    try:
+        else:
+            problem = settings.source_problem()
+            if problem is not None:
+                raise SourceError(problem)
+            if settings.demo_mode:
+                if builtin is None:
+                    raise SourceError(
+                        "demo mode needs the built-in simulator, which only the sorsync command"
+                        " provides; set SORSYNC_KRS_URL"
+                    )
+                url = settings.demo_krs_url or stack.enter_context(builtin.serve())
+                description, identity = BUILT_IN, builtin.identity()
+            else:
+                assert settings.krs_url is not None  # source_problem() says so
+                url = settings.krs_url
+                description, identity = safe_url(url), binding.endpoint_identity(url)
         try:
             client = client_from_settings(settings, url)
         except (ValueError, KrsError) as exc:
@@ -81,29 +93,6 @@ def krs_source(settings: Settings, url: str | None = None) -> Iterator[Source]:
             yield Source(client, description, identity)
         finally:
             client.close()
-    finally:
-        if handle is not None:
-            handle.stop()
-
-
-def _start_builtin_simulator() -> SimulatorHandle:
-    try:
-        from sorsync.simulator.demo import (  # type: ignore[import-untyped,unused-ignore]
-            load_demo,
-        )
-        from sorsync.simulator.server import serve_in_thread
-        from sorsync.simulator.store import Store
-    except ImportError as exc:  # a partial installation
-        raise SourceError(
-            f"SORSYNC_KRS_URL is not set and the built-in simulator is unavailable ({exc});"
-            " set SORSYNC_KRS_URL"
-        ) from None
-    store = Store()
-    try:
-        load_demo(store)  # stamped reproducibly: a later delta fetches nothing new
-    except Exception as exc:
-        raise SourceError(f"could not load the bundled demo data: {exc}") from None
-    return serve_in_thread(store)
 
 
 class SyncFailed(Exception):
@@ -127,13 +116,15 @@ def run_sync(
     rebind: bool = False,
     allow_shrink: bool = False,
     on_download: Callable[[int, int | None], None] | None = None,
+    builtin: BuiltinSource | None = None,
 ) -> RunResult:
     """One run with the configured datatypes, page size and KRS (or `source`, already open).
     `allow_shrink` lets a full remove more than SORSYNC_FULL_MAX_SHRINK of a datatype's rows.
     With the file export configured (Settings.uses_files) and no KRS named, one import of it
     (always a full; sorsync.files.load), `on_download` told how the download goes.
-    Raises LockHeld, SourceError, binding.ForeignSource (the replica is bound to another
-    source; a full with `rebind` is the way to move it)."""
+    `builtin` is the demo source (krs_source). Raises LockHeld, SourceError,
+    binding.ForeignSource (the replica is bound to another source; a full with `rebind` is the
+    way to move it)."""
     dts = list(datatypes or settings.datatypes)
     mapping = settings.mapping
     # Tables for datatypes nothing knows yet, and views for a changed mapping (a no-op when the
@@ -157,7 +148,7 @@ def run_sync(
         return result
     with contextlib.ExitStack() as stack:
         if source is None:
-            source = stack.enter_context(krs_source(settings, krs_url))
+            source = stack.enter_context(krs_source(settings, krs_url, builtin=builtin))
         result = sync(
             engine,
             source.client,
@@ -188,16 +179,6 @@ def _ensure_views(engine: Engine, mapping: SorMapping, dts: Sequence[Datatype]) 
         )
 
 
-def run_or_raise(
-    engine: Engine, settings: Settings, kind: Kind, *, krs_url: str | None = None
-) -> RunResult:
-    """Like `run_sync`, but a failed run raises `SyncFailed` (for retrying schedulers)."""
-    result = run_sync(engine, settings, kind=kind, krs_url=krs_url)
-    if not result.ok:
-        raise SyncFailed(result)
-    return result
-
-
 def replica_is_empty(engine: Engine, datatypes: Sequence[Datatype]) -> bool:
     with engine.connect() as conn:
         for dt in datatypes:
@@ -207,7 +188,13 @@ def replica_is_empty(engine: Engine, datatypes: Sequence[Datatype]) -> bool:
     return True
 
 
-def sync_if_empty(database_url: str, krs_url: str | None, settings: Settings) -> RunResult | None:
+def sync_if_empty(
+    database_url: str,
+    krs_url: str | None,
+    settings: Settings,
+    *,
+    builtin: BuiltinSource | None = None,
+) -> RunResult | None:
     """A full sync when the replica holds no rows yet (first start); None when not needed or
     another process is already syncing. A failed run is logged and returned, not raised: the
     scheduler will try again."""
@@ -219,7 +206,9 @@ def sync_if_empty(database_url: str, krs_url: str | None, settings: Settings) ->
         log.info("the replica is empty: running a full sync")
         try:
             # An empty replica has nothing to protect: the first full binds it.
-            result = run_sync(engine, settings, kind="full", krs_url=krs_url, rebind=True)
+            result = run_sync(
+                engine, settings, kind="full", krs_url=krs_url, rebind=True, builtin=builtin
+            )
         except LockHeld:
             log.info("another process is syncing; not starting a full sync")
             return None

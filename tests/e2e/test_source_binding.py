@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from sorsync.cli.demo import simulator_identity
 from sorsync.config import Settings
 from sorsync.datatypes import SYGEHUS
 from sorsync.simulator.server import SimulatorHandle, serve_in_thread
 from sorsync.simulator.store import Store
-from sorsync.sync.binding import ForeignSource, endpoint_identity, simulator_identity
-from sorsync.sync.service import run_or_raise
+from sorsync.sync.binding import ForeignSource, endpoint_identity
+from sorsync.sync.service import run_sync
 from tests.e2e.test_sync_cli import cli_env, sorsync
 from tests.fixtures.simulator import AddRows, add_rows
 from tests.fixtures.sync import replica_rows, source_values, sync_token
@@ -152,11 +153,11 @@ def test_a_scheduled_full_does_not_rebind(
     add_rows(other_simulator.store, SYGEHUS.key, [source_values(SYGEHUS, 9)])
     settings_a = Settings(krs_datatypes=(SYGEHUS.key,), krs_url=simulator.url)
     settings_b = Settings(krs_datatypes=(SYGEHUS.key,), krs_url=other_simulator.url)
-    assert run_or_raise(clean_db, settings_a, "full", krs_url=simulator.url).ok
+    assert run_sync(clean_db, settings_a, kind="full", krs_url=simulator.url).ok
     runs = run_count(clean_db)
     for kind in ("delta", "full"):
         with pytest.raises(ForeignSource, match="sorsync sync --full"):
-            run_or_raise(clean_db, settings_b, kind, krs_url=other_simulator.url)
+            run_sync(clean_db, settings_b, kind=kind, krs_url=other_simulator.url)
     assert run_count(clean_db) == runs
     assert len(replica_rows(clean_db, SYGEHUS)) == 3
 

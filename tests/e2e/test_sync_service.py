@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import Engine
 
 from sorsync.config import Settings
 from sorsync.datatypes import SYGEHUS
+from sorsync.scheduler import ServiceRunner
 from sorsync.simulator.server import SimulatorHandle
-from sorsync.sync.service import SourceError, SyncFailed, krs_source, run_or_raise, sync_if_empty
+from sorsync.sync.service import SourceError, SyncFailed, krs_source, sync_if_empty
 from tests.fixtures.simulator import AddRows
 from tests.fixtures.sync import assert_replica_matches_store, source_values
 
@@ -26,13 +29,16 @@ def test_sync_if_empty_runs_one_full(
     assert sync_if_empty(database_url, simulator.url, SETTINGS) is None
 
 
-def test_run_or_raise(clean_db: Engine, simulator: SimulatorHandle, sim_add_rows: AddRows) -> None:
+def test_the_schedulers_runner_raises_a_failed_run(
+    clean_db: Engine, simulator: SimulatorHandle, sim_add_rows: AddRows
+) -> None:
     sim_add_rows(SYGEHUS.key, [source_values(SYGEHUS, i) for i in range(2)])
-    assert run_or_raise(clean_db, SETTINGS, "delta", krs_url=simulator.url).records == 2
+    runner = ServiceRunner(clean_db, SETTINGS, threading.Event(), simulator.url)
+    assert runner("delta").records == 2
 
     simulator.faults.next("replication_fault", code="urn:stamdata:internal-error")
     with pytest.raises(SyncFailed) as caught:
-        run_or_raise(clean_db, SETTINGS, "delta", krs_url=simulator.url)
+        runner("delta")
     assert caught.value.transient
     assert "internal-error" in str(caught.value)
     assert caught.value.result.status == "failed"
@@ -40,4 +46,11 @@ def test_run_or_raise(clean_db: Engine, simulator: SimulatorHandle, sim_add_rows
 
 def test_bad_krs_url_is_a_source_error() -> None:
     with pytest.raises(SourceError, match="KRS client"), krs_source(SETTINGS, "ftp://x/y"):
+        pass
+
+
+def test_demo_mode_needs_the_builtin_source_from_the_cli() -> None:
+    # Below the CLI nothing imports the simulator: without the CLI's demo source the demo
+    # fallback says what to set instead of starting one.
+    with pytest.raises(SourceError, match="SORSYNC_KRS_URL"), krs_source(Settings(demo=True)):
         pass

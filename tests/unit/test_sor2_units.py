@@ -11,9 +11,9 @@ from lxml import etree
 from sorsync.datatypes import KeyFormatError, lookup, parse_key
 from sorsync.krs.client import KrsClient
 from sorsync.krs.errors import MalformedResponse
-from sorsync.krs.profile import Expected, Profile, compare, looks_like
+from sorsync.krs.profile import Profile, compare, looks_like
 from sorsync.krs.records import MAX_DEPTH, record_value
-from sorsync.mapping import Kind, MappingError, default_mapping, load_mapping
+from sorsync.mapping import Expected, Kind, MappingError, default_mapping, load_mapping
 
 
 @pytest.mark.parametrize(
