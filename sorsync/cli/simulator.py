@@ -182,8 +182,8 @@ def simulator(
     sts_handle = None
     enforcer = None
     if enforce:
-        from sorsync.simulator.enforce import make_enforcer
-        from sorsync.simulator.sts import serve_sts_in_thread
+        from sorsync.testing.enforce import make_enforcer
+        from sorsync.testing.sts import serve_sts_in_thread
 
         sts_handle = serve_sts_in_thread(host=host)
         served = set(store.tables)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from sorsync.dgws.testing import make_system_certificate, write_pkcs12
+from sorsync.testing.certs import make_system_certificate, write_pkcs12
 from tests.e2e.test_sync_cli import cli_env, sorsync
 
 CVR = "12345678"

@@ -18,16 +18,16 @@ from sqlalchemy import Engine
 
 from sorsync.datatypes import SYGEHUS
 from sorsync.dgws.sts import StsIdCardProvider
-from sorsync.dgws.testing import make_system_certificate, write_pkcs12
 from sorsync.krs.client import KrsClient
 from sorsync.krs.envelope import FileIdCard, SecurityProvider
 from sorsync.krs.wire import START_TOKEN
-from sorsync.simulator.enforce import Enforcer, make_enforcer
 from sorsync.simulator.render import SoapFaultSpec
 from sorsync.simulator.server import SimulatorHandle, serve_in_thread
 from sorsync.simulator.store import Store
-from sorsync.simulator.sts import SimulatedSts, StsHandle, serve_sts_in_thread
 from sorsync.sync.engine import RunResult, sync
+from sorsync.testing.certs import make_system_certificate, write_pkcs12
+from sorsync.testing.enforce import Enforcer, make_enforcer
+from sorsync.testing.sts import SimulatedSts, StsHandle, serve_sts_in_thread
 from tests.fixtures.simulator import add_rows
 from tests.fixtures.sync import assert_replica_matches_store, replica_rows, sync_token
 

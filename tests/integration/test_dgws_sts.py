@@ -19,11 +19,11 @@ from sorsync.config import ConfigError
 from sorsync.dgws import idcard, xmldsig
 from sorsync.dgws.errors import StsError
 from sorsync.dgws.sts import StsIdCardProvider, request_envelope, sts_endpoint
-from sorsync.dgws.testing import make_system_certificate, write_pkcs12
 from sorsync.krs.envelope import build_envelope
 from sorsync.krs.errors import KrsError
-from sorsync.simulator.enforce import make_enforcer
-from sorsync.simulator.sts import SimulatedSts, StsHandle, serve_sts_in_thread
+from sorsync.testing.certs import make_system_certificate, write_pkcs12
+from sorsync.testing.enforce import make_enforcer
+from sorsync.testing.sts import SimulatedSts, StsHandle, serve_sts_in_thread
 
 CVR = "12345678"
 PASSWORD = "correct horse battery staple"

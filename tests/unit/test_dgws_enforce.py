@@ -12,11 +12,11 @@ from lxml import etree
 
 from sorsync.dgws import idcard, xmldsig
 from sorsync.dgws.sts import extract_card, request_envelope
-from sorsync.dgws.testing import krs_request_envelope, make_system_certificate
 from sorsync.krs.wire import NS_KRS, NS_MEDCOM, NS_SAML, NS_SOAP, NS_WSSE, NS_WSU
-from sorsync.simulator.enforce import Enforcer, make_enforcer
 from sorsync.simulator.render import SoapFaultSpec
-from sorsync.simulator.sts import SimulatedSts
+from sorsync.testing.certs import krs_request_envelope, make_system_certificate
+from sorsync.testing.enforce import Enforcer, make_enforcer
+from sorsync.testing.sts import SimulatedSts
 
 CAPTURE = Path(__file__).parents[1] / "data" / "krs-captures" / "request_raw_ddv.xml"
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

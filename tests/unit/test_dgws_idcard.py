@@ -15,8 +15,8 @@ from lxml import etree
 
 from sorsync.dgws import idcard, xmldsig
 from sorsync.dgws.sts import request_envelope
-from sorsync.dgws.testing import make_system_certificate
 from sorsync.krs.wire import NS_DS, NS_SAML, NS_SOAP, NS_WSSE, NS_WST, NS_WSU
+from sorsync.testing.certs import make_system_certificate
 
 CAPTURE = Path(__file__).parents[1] / "data" / "krs-captures" / "request_raw_ddv.xml"
 NOW = datetime(2026, 11, 22, 10, 0, 0, 654321, tzinfo=UTC)

@@ -9,8 +9,8 @@ import pytest
 from sorsync.config import ConfigError, Settings, load_settings
 from sorsync.dgws import security_from_settings
 from sorsync.dgws.sts import StsIdCardProvider
-from sorsync.dgws.testing import make_system_certificate, write_pkcs12
 from sorsync.krs.envelope import FileIdCard
+from sorsync.testing.certs import make_system_certificate, write_pkcs12
 
 PASSWORD = "pkcs12 password"
 VARIABLES = ("IDCARD_FILE", "STS_URL", "CERT_FILE", "CERT_PASSWORD", "CVR", "SYSTEM_NAME")

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
 from sorsync.dgws import idcard, xmldsig
-from sorsync.dgws.testing import make_system_certificate
 from sorsync.krs.wire import NS_DS, NS_SAML
+from sorsync.testing.certs import make_system_certificate
 
 CAPTURE = Path(__file__).parents[1] / "data" / "krs-captures" / "request_raw_ddv.xml"
 DS = f"{{{NS_DS}}}"

@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from sorsync.dgws import idcard, xmldsig
-from sorsync.dgws.testing import self_signed
 from sorsync.krs.wire import NS_DS, NS_MEDCOM, NS_SAML, NS_SOAP, NS_WSSE, NS_WST, NS_WSU
+from sorsync.testing.certs import self_signed
 
 STS_PATHS = ("/sts/services/NewSecurityTokenService", "/sts/services/SecurityTokenService")
 STS_SUBJECT = "SOSI Federation Test STS"
