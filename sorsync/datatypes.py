@@ -11,6 +11,9 @@ Two storages:
 
 `lookup(key)` takes any `register/datatype/vN` or `register/vR/datatype/vN` key: a datatype the
 registry does not know replicates as a document.
+
+Adding a datatype touches more than this registry (the mapping, the simulator, the tests and the
+docs): the checklist is in docs/development.md, "Adding a field or a datatype".
 """
 
 from __future__ import annotations

@@ -27,13 +27,11 @@ from types import FrameType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity import wait_exponential as _wait_exponential
 
@@ -41,6 +39,7 @@ from sorsync.config import Settings
 from sorsync.db.locks import LockHeld
 from sorsync.logs import get_logger
 from sorsync.sync.engine import SHRINK_REFUSED, Kind, Progress, RunResult
+from sorsync.sync.retry import is_transient
 from sorsync.sync.service import BuiltinSource, SyncFailed, run_sync
 
 TIMEZONE = ZoneInfo("Europe/Copenhagen")
@@ -118,20 +117,6 @@ class SyncStopped(BaseException):
     A BaseException, so the engine treats it like Ctrl-C: nothing is retried or marked as a
     datatype error, the run is recorded as interrupted and the lock is released.
     """
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying unchanged? KRS errors say so themselves; a lost database connection is."""
-    if isinstance(exc, LockHeld | SyncStopped):
-        return False
-    flag = getattr(exc, "transient", None)
-    if isinstance(flag, bool):
-        return flag
-    if isinstance(exc, OperationalError | psycopg.OperationalError):
-        return True  # connection refused, reset, server restarting
-    if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated)
-    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 @dataclass(frozen=True)

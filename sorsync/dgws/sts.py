@@ -25,6 +25,7 @@ from lxml import etree
 from sorsync.config import ConfigError
 from sorsync.dgws import idcard, xmldsig
 from sorsync.dgws.errors import StsError
+from sorsync.krs.errors import TRANSIENT_HTTP_STATUS
 from sorsync.krs.wire import NS_SAML, NS_SOAP, NS_WSSE, NS_WST, NS_WSU
 from sorsync.logs import get_logger
 
@@ -265,7 +266,7 @@ class StsIdCardProvider:
             if response.status_code != 200 and not _is_soap_fault(response.content):
                 raise StsError(
                     f"the STS at {self.shown_url} answered HTTP {response.status_code}",
-                    transient=response.status_code in (429, 502, 503, 504),
+                    transient=response.status_code in TRANSIENT_HTTP_STATUS,
                 )
             card_bytes = extract_card(response.content)
             received = idcard.parse_xml(card_bytes)

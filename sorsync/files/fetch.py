@@ -25,10 +25,11 @@ import requests
 
 from sorsync.files.read import ExportError
 from sorsync.krs.client import safe_url
+from sorsync.krs.errors import TRANSIENT_HTTP_STATUS
+from sorsync.sync.retry import is_transient
 
 CHUNK = 1024 * 1024
 USER_AGENT = "sorsync (SOR2 file export import; https://github.com/)"
-RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 DownloadProgress = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
@@ -139,7 +140,7 @@ def _download(
             fetched.attempts = attempt
             return fetched
         except ExportError as exc:
-            if not exc.transient or attempt > retries:
+            if not is_transient(exc) or attempt > retries:
                 if attempt > 1:
                     raise ExportError(
                         f"{exc} (after {attempt} attempts)", transient=exc.transient
@@ -175,7 +176,7 @@ def _get_once(
                 name=name,
             )
         if answer.status_code != 200:
-            transient = answer.status_code in RETRY_STATUS
+            transient = answer.status_code in TRANSIENT_HTTP_STATUS
             hint = ("; check SORSYNC_FILES_URL" if answer.status_code in (404, 410) else "") or (
                 "; the server is busy — retrying later helps" if transient else ""
             )

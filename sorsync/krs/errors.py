@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+# HTTP statuses without a usable answer that a later retry usually cures (timeout, too early,
+# rate limit, server error, bad gateway, unavailable, gateway timeout): for KRS, the STS and the
+# file export alike (sorsync.sync.retry).
+TRANSIENT_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
 
 class KrsError(Exception):
     """Base of everything the KRS client raises on purpose."""

@@ -13,6 +13,7 @@ from lxml import etree
 from sorsync.datatypes import Datatype, FieldType
 from sorsync.krs import wire
 from sorsync.krs.errors import (
+    TRANSIENT_HTTP_STATUS,
     DgwsFault,
     KrsError,
     MalformedResponse,
@@ -537,9 +538,6 @@ def fault_error(fault: etree._Element, dt: Datatype, offset: str | None = None) 
     return SoapFault(faultcode or "(none)", faultstring, key=dt.key)
 
 
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
 def _http_error(status: int, dt: Datatype) -> TransportError:
     if status == 404:
         text = (
@@ -553,9 +551,9 @@ def _http_error(status: int, dt: Datatype) -> TransportError:
         )
     else:
         text = f"KRS answered HTTP {status} for {dt.key} without a SOAP answer"
-        if status in _TRANSIENT_STATUS:
+        if status in TRANSIENT_HTTP_STATUS:
             text += "; the server is busy or restarting — retrying later usually helps"
-    return TransportError(text, transient=status in _TRANSIENT_STATUS, status=status)
+    return TransportError(text, transient=status in TRANSIENT_HTTP_STATUS, status=status)
 
 
 def parse_response(

@@ -44,6 +44,7 @@ from sorsync.mapping import Expected
 from sorsync.sync import binding, reconcile, sql
 from sorsync.sync.pages import FeedError, PageSource, PageStream, SnapshotSource, SourceDataError
 from sorsync.sync.reconcile import Reconciliation
+from sorsync.sync.retry import is_transient
 
 Kind = Literal["delta", "full"]
 LOCK_NAME = "sync"
@@ -775,20 +776,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def describe_error(dt: Datatype, exc: BaseException) -> tuple[str, bool]:
-    """(one line for people naming the datatype and what to do, transient?)"""
-    transient = False
+    """(one line for people naming the datatype and what to do, transient? — sync.retry)"""
     if isinstance(exc, DBAPIError) and isinstance(exc.orig, psycopg.Error):
         exc = exc.orig  # SQLAlchemy's wrapper adds nothing a person needs
     if isinstance(exc, KrsError):
-        message, transient = exc.message, exc.transient
+        message = exc.message
     elif isinstance(exc, (FeedError, SourceDataError, SwapRefused)):
         message = str(exc)
-        transient = bool(getattr(exc, "transient", False))
     elif isinstance(exc, psycopg.OperationalError):
         message = (
             f"lost PostgreSQL while storing {dt.key} ({_first_line(exc)}) — check the database"
         )
-        transient = True
     elif isinstance(exc, psycopg.Error):
         message = (
             f"PostgreSQL refused a page of {dt.key} ({_first_line(exc)}); nothing of that page"
@@ -803,4 +801,4 @@ def describe_error(dt: Datatype, exc: BaseException) -> tuple[str, bool]:
         )
     if dt.key not in message:
         message = f"{dt.key}: {message}"
-    return message, transient
+    return message, is_transient(exc)

@@ -25,6 +25,9 @@ from sorsync.simulator.server import SimulatorHandle
 from tests.fixtures.simulator import AddRows
 from tests.fixtures.sync import source_values
 
+# Slow (~27 s on 2 cores with --durations): `-m "not slow"` skips it locally; CI runs it.
+pytestmark = pytest.mark.slow
+
 DEMO_SHAK = "1575"  # a hospital in the bundled fictive demo data (Hyldby Sygehus)
 
 

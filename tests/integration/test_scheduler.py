@@ -22,7 +22,6 @@ from sorsync.scheduler import (
     RetryPolicy,
     ServiceRunner,
     build_scheduler,
-    is_transient,
     run_with_retries,
     sync_job,
 )
@@ -303,28 +302,6 @@ def test_retry_gives_up_after_the_attempts() -> None:
     with pytest.raises(TransportError):
         run_with_retries("delta", flaky, FAST, stop)
     assert flaky.calls == FAST.attempts
-
-
-def test_what_counts_as_transient() -> None:
-    import psycopg
-    from sqlalchemy.exc import OperationalError
-
-    from sorsync.db.locks import LockHeld
-    from sorsync.krs.errors import DgwsFault, ReplicationFault, TransportError
-    from sorsync.scheduler import SyncStopped
-    from sorsync.sync.service import SourceError
-
-    assert is_transient(TransportError("503"))
-    assert is_transient(ReplicationFault("urn:stamdata:internal-error"))
-    assert is_transient(OperationalError("SELECT 1", {}, Exception("connection refused")))
-    assert is_transient(psycopg.OperationalError("server closed the connection"))
-    assert is_transient(ConnectionResetError())
-    assert not is_transient(ReplicationFault("urn:stamdata:unauthorized-access"))
-    assert not is_transient(DgwsFault("invalid_signature"))
-    assert not is_transient(SourceError("bad ID card configuration"))
-    assert not is_transient(LockHeld("held"))
-    assert not is_transient(SyncStopped("stop"))
-    assert not is_transient(ValueError("bug"))
 
 
 def test_schedule_delta_now_and_full_in_copenhagen() -> None:

@@ -18,6 +18,9 @@ from sqlalchemy import Engine
 from tests.reliability.crash import CrashConfig, Kind, TrialOutcome, calibrate, run_trial, summarise
 from tests.reliability.harness import GeneratedSource, private_database
 
+# Slow (~150 s on 2 cores with --durations): `-m "not slow"` skips it locally; CI runs it.
+pytestmark = pytest.mark.slow
+
 TRIALS = 20  # alternating delta / full
 UNITS = 1000  # generated SOR units (~600 replica rows, growing as the source evolves)
 SEED = 20261122

@@ -28,6 +28,9 @@ from tests.reliability.crash import _left_behind, snapshot
 from tests.reliability.harness import GeneratedSource, cli_env, run_sorsync, sorsync_argv
 from tests.reliability.pgserver import PrivatePostgres
 
+# Slow (~30 s on 2 cores with --durations): `-m "not slow"` skips it locally; CI runs it.
+pytestmark = pytest.mark.slow
+
 KEYS = oracle.SOR_KEYS
 PAGE_SIZE = "20"
 

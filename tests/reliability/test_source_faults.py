@@ -36,6 +36,9 @@ from tests.reliability import oracle
 from tests.reliability.crash import _left_behind
 from tests.reliability.harness import GeneratedSource, private_database
 
+# Slow (~30 s on 2 cores with --durations): `-m "not slow"` skips it locally; CI runs it.
+pytestmark = pytest.mark.slow
+
 KEY = SYGEHUSAFDELING.key
 KEYS = (KEY,)
 PAGE_SIZE = 25
