@@ -177,6 +177,11 @@ SOR2_DATATYPES: tuple[str, ...] = (
     "sor/v2/shaksormap/v1",
     "sor/v2/sorreplacedentity/v1",
 )
+# SOR2 datatypes beyond that set which sorsync maps (a `sor` view) and the simulator serves,
+# replicated when named in SORSYNC_KRS_DATATYPES. Named as the file export names them
+# (docs/files.md); `sorsync krs describe` confirms a name against a real source before it may
+# join the default set.
+SOR2_OPTIONAL_DATATYPES: tuple[str, ...] = ("sor/v2/eanlocationcode/v1",)
 DEFAULT_DATATYPES: tuple[str, ...] = SOR2_DATATYPES
 DEMO_DATATYPES: tuple[str, ...] = (*V1_DATATYPES, *SOR2_DATATYPES)  # one tree feeds both
 

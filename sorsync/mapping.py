@@ -205,6 +205,24 @@ DEFAULTS: dict[str, DatatypeMapping] = {
             ),
             "replaced-by links from reorganisations",
         ),
+        DatatypeMapping(
+            "eanlocationcode",
+            "sor/v2/eanlocationcode/v1",
+            (
+                _f("ean", "EanLocationCode", B, "I", "EAN/GLN location number"),
+                _f("sor_id", "SorId", B, "I", "the unit the code belongs to"),
+                _f("region_code", "RegionCode", T, "U", "the region administering the code"),
+                _f("from_date", "FromDate", D, "U"),
+                # Most codes never end: a whole feed may have no ToDate without anything wrong.
+                replace(
+                    _f("to_date", "ToDate", D, "U", "last day, inclusive; empty = open"),
+                    optional=True,
+                ),
+                _f("nsp_valid_from", "ValidFrom", TS, "I"),
+                _f("nsp_valid_to", "ValidTo", TS, "I"),
+            ),
+            "EAN location codes (for EDI) and the SOR units they belong to",
+        ),
     )
 }
 

@@ -490,6 +490,7 @@ INDEXED: tuple[tuple[str, str, str], ...] = (
     ("shaksormap", "shak", "btree"),
     ("shaksormap", "sor_id", "btree"),
     ("sorreplacedentity", "sor_id", "btree"),
+    ("eanlocationcode", "ean", "btree"),
 )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
 
-from sorsync.simulator.sor2 import ELEMENTS, REPLACED, SHAKSORMAP, SORENTITY
+from sorsync.simulator.sor2 import EANLOCATION, ELEMENTS, REPLACED, SHAKSORMAP, SORENTITY
 from sorsync.simulator.store import Row, Store
 
 ZONE = ZoneInfo("Europe/Copenhagen")
@@ -30,6 +30,7 @@ FILES = {
     SORENTITY: "SOREntity.csv",
     SHAKSORMAP: "SHAKSORMap.csv",
     REPLACED: "SORReplacedEntities.csv",
+    EANLOCATION: "LocationsCode.csv",
 }
 ZIP_NAME = "Sor_complete.zip"
 DAILY_NAME = "SorEntity_daily.csv"

@@ -3,7 +3,8 @@ feed the v1 views, and the shape they are rendered in.
 
 * **Records** (`Sor2Collector`): one `sorentity` row per unit version at every level (IE, SI,
   OE) with the hierarchy flattened into it, one `shaksormap` row per SHAK code carried by a
-  unit, one `sorreplacedentity` row per replaced-by link. Element names are those of
+  unit, one `sorreplacedentity` row per replaced-by link, one `eanlocationcode` row per EAN
+  block a unit has of its own (an inherited EAN is the parent's row). Element names are those of
   `sorsync.mapping.DEFAULTS`; a NULL is simply absent (NSP omits NULL columns).
 * **History** (`apply_sor2`): a new FromDate is a new row (new PID) and closes the previous
   version's ToDate; a change with the same FromDate rewrites the row in place (same PID, new
@@ -30,7 +31,14 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
-from sorsync.datatypes import SOR2_DATATYPES, SOR_NAMESPACE, Datatype, lookup, parse_key
+from sorsync.datatypes import (
+    SOR2_DATATYPES,
+    SOR2_OPTIONAL_DATATYPES,
+    SOR_NAMESPACE,
+    Datatype,
+    lookup,
+    parse_key,
+)
 from sorsync.mapping import DEFAULTS
 from sorsync.simulator.render import escape_text
 from sorsync.simulator.sortree import (
@@ -44,7 +52,9 @@ from sorsync.simulator.sortree import (
 from sorsync.simulator.store import Row, Store, Table
 
 SORENTITY, SHAKSORMAP, REPLACED = SOR2_DATATYPES
-SOR2: dict[str, Datatype] = {key: lookup(key) for key in SOR2_DATATYPES}
+(EANLOCATION,) = SOR2_OPTIONAL_DATATYPES
+SERVED_SOR2: tuple[str, ...] = (*SOR2_DATATYPES, *SOR2_OPTIONAL_DATATYPES)
+SOR2: dict[str, Datatype] = {key: lookup(key) for key in SERVED_SOR2}
 
 # Element order of each datatype: the mapping's, so the simulator renders what sorsync expects.
 ELEMENTS: dict[str, tuple[str, ...]] = {
@@ -272,10 +282,11 @@ def entity_values(
 class Sor2Records:
     """One snapshot's SOR2 records, by datatype, keyed the way `apply_sor2` matches them."""
 
-    # by SorId; by (ShakId, SorId); by (replaced SorId, replacing SorId)
+    # by SorId; by (ShakId, SorId); by (replaced SorId, replacing SorId); by (SorId, EAN)
     entities: dict[int, dict[str, object]] = field(default_factory=dict)
     shak: dict[tuple[str, int], dict[str, object]] = field(default_factory=dict)
     replaced: dict[tuple[int, int], dict[str, object]] = field(default_factory=dict)
+    ean: dict[tuple[int, int], dict[str, object]] = field(default_factory=dict)
 
 
 class Sor2Collector:
@@ -315,6 +326,17 @@ class Sor2Collector:
                     "OrganisationalLevelName": level_name,
                 },
                 SHAKSORMAP,
+            )
+        if unit.ean is not None:
+            records.ean[(unit.sor_id, unit.ean)] = _ordered(
+                {
+                    "EanLocationCode": unit.ean,
+                    "SorId": unit.sor_id,
+                    "RegionCode": None if unit.region_code is None else str(unit.region_code),
+                    "FromDate": unit.ean_from_date,
+                    "ToDate": unit.ean_to_date,
+                },
+                EANLOCATION,
             )
         # A link may be listed on either side. The replaced unit's side wins: the day after
         # its last valid day is the replacement date; the replacing side offers its FromDate.
@@ -495,6 +517,32 @@ def apply_sor2(
             if pair not in records.replaced and _is_open(row.values, end_of_time):
                 set_field(table, row, VALID_TO, now)  # the link is gone from NSP's table
                 c.closed += 1
+
+    if EANLOCATION in store.tables:
+        # A code is one row per (unit, code), changed in place; one that is gone from the
+        # snapshot stops being current in NSP's table.
+        table = store.table(EANLOCATION)
+        c = counts[EANLOCATION] = Sor2Counts()
+        for (sor_id, ean), new in records.ean.items():
+            c.records += 1
+            live = [
+                r
+                for r in table.versions(sor_id)
+                if r.values.get("EanLocationCode") == ean and _is_open(r.values, end_of_time)
+            ]
+            if not live:
+                write(table, new, None)
+                c.inserted += 1
+            elif _content(live[0].values) == _content(new):
+                c.unchanged += 1
+            else:
+                write(table, new, live[0].pid)
+                c.updated += 1
+        for row in list(table):
+            pair = (row.values.get("SorId"), row.values.get("EanLocationCode"))
+            if pair not in records.ean and _is_open(row.values, end_of_time):
+                set_field(table, row, VALID_TO, now)
+                c.closed += 1
     return counts
 
 
@@ -513,10 +561,10 @@ def _short(key: str) -> str:
 
 def datatype_key(name: str) -> str:
     """`sorentity` or `sor/v2/sorentity/v1` → the served SOR2 key; ShapeError otherwise."""
-    for key in SOR2_DATATYPES:
+    for key in SERVED_SOR2:
         if name in (key, _short(key)):
             return key
-    known = ", ".join(_short(k) for k in SOR2_DATATYPES)
+    known = ", ".join(_short(k) for k in SERVED_SOR2)
     raise ShapeError(f"{name!r} is not a SOR2 datatype the simulator serves ({known})")
 
 
@@ -555,7 +603,7 @@ class RecordShape:
         if self.dates not in DATE_STYLES:
             raise ShapeError(f"date style {self.dates!r}; use one of {', '.join(DATE_STYLES)}")
         for key in (*self.rename, *self.drop, *self.add):
-            if key not in SOR2_DATATYPES:
+            if key not in SERVED_SOR2:
                 raise ShapeError(f"{key!r} is not a SOR2 datatype the simulator serves")
         for key, renames in self.rename.items():
             for old, new in renames.items():
@@ -595,7 +643,7 @@ class RecordShape:
 
     def to_json(self) -> dict[str, Any]:
         datatypes: dict[str, Any] = {}
-        for key in SOR2_DATATYPES:
+        for key in SERVED_SOR2:
             entry: dict[str, Any] = {}
             if self.rename.get(key):
                 entry["rename"] = dict(self.rename[key])

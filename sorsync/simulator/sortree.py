@@ -99,6 +99,7 @@ class SorUnit:
     local_code: str | None = None
     ean: int | None = None  # own EanLocationCode
     ean_inherited: bool | None = None  # EntityInheritedIndicator (SI/OE)
+    ean_from_date: date | None = None  # the own EAN block's SorStatus/FromDate
     ean_to_date: date | None = None  # the own EAN block's SorStatus/ToDate
     region_code: int | None = None  # own EAN block's RegionCode
     owner_region_code: int | None = None  # the IE's EAN block RegionCode
@@ -226,7 +227,9 @@ def _ean_block(unit: SorUnit, elem: etree._Element) -> None:
             unit.region_code = _int(part, f", unit {unit.sor_id}")
         elif local == "SorStatus":
             for status in part:
-                if _local(status.tag) == "ToDate":
+                if _local(status.tag) == "FromDate":
+                    unit.ean_from_date = _date(status)
+                elif _local(status.tag) == "ToDate":
                     unit.ean_to_date = _date(status)
 
 

@@ -17,14 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sorsync.datatypes import DATATYPES, SOR2_DATATYPES, Datatype, lookup
+from sorsync.datatypes import DATATYPES, SOR2_DATATYPES, SOR2_OPTIONAL_DATATYPES, Datatype, lookup
 
 if TYPE_CHECKING:
     from sorsync.simulator.sor2 import RecordShape
 
-# What the simulator serves by default: the five v1 views and the SOR2 datatypes, all from the
-# same snapshots (importer.py, sor2.py).
-SERVED: dict[str, Datatype] = {**DATATYPES, **{key: lookup(key) for key in SOR2_DATATYPES}}
+# What the simulator serves by default: the five v1 views and the SOR2 datatypes (the default
+# set and the optional ones), all from the same snapshots (importer.py, sor2.py).
+SERVED: dict[str, Datatype] = {
+    **DATATYPES,
+    **{key: lookup(key) for key in (*SOR2_DATATYPES, *SOR2_OPTIONAL_DATATYPES)},
+}
 
 
 @dataclass(slots=True)

@@ -190,7 +190,7 @@ def test_another_record_namespace_is_accepted_and_recorded(
 def test_a_datatype_nothing_knows_replicates_with_every_field(
     replica: Engine, database_url: str, tmp_path: Path
 ) -> None:
-    key = "sor/v2/eanlocationcode/v1"
+    key = "sor/v2/eanlocationcodeeditype/v1"  # NSP's example datatype; nothing maps it
     dt = lookup(key)
     assert dt.is_document
     store = Store({key: dt})
