@@ -510,7 +510,9 @@ def _run(
                 partial,
             ) from None
         except csv.Error as exc:
-            raise _broken(f"the CSV cannot be read after row {summary.rows:,}: {exc}", partial)
+            raise _broken(
+                f"the CSV cannot be read after row {summary.rows:,}: {exc}", partial
+            ) from None
         except DBAPIError as exc:
             raise _broken(connect_problem(database_url(), exc), partial) from None
     if output is not None and partial is not None:
