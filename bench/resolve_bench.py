@@ -56,7 +56,7 @@ def make_pairs(
         elif r < 0.98:
             out.append((str(rng.choice(sor_ids)), "sor", day))
         else:
-            out.append((f"x{i}", "shak", day))  # invalid
+            out.append((f"x-{i}", "shak", day))  # invalid
     return out
 
 

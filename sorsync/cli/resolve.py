@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated, Any, BinaryIO
@@ -242,51 +243,71 @@ def resolve_rows(
     on_chunk: Any = None,
 ) -> None:
     """Answer `rows` (the data rows after the header) CHUNK at a time and `write` each row
-    with its answer cells; counts go to `summary`."""
+    with its answer cells; counts go to `summary`.
+
+    One chunk is in the database while the next is parsed and the last one written: a worker
+    thread sends the queries (psycopg releases the GIL while it waits), so the parsing and
+    PostgreSQL's work overlap instead of taking turns. One query at a time, in order, so the
+    answer cache is only ever used by that thread."""
     cache = rs.AnswerCache(limit=CACHE)
     counts = summary.counts = dict.fromkeys(rs.STATUSES, 0)
     pending: list[list[str]] = []
     items: list[rs.Item] = []
+    cells = rs.answer_cells
 
-    def flush() -> None:
-        answers = rs.resolve_cached(conn, items, cache)
+    def finish(batch: tuple[list[list[str]], Future[list[rs.Answer]]] | None) -> None:
+        if batch is None:
+            return
+        batch_rows, future = batch
+        answers = future.result()
         rs.counts(answers, counts)
-        cells = rs.answer_cells
-        for row, a in zip(pending, answers, strict=True):
+        for row, a in zip(batch_rows, answers, strict=True):
             write([*row, *cells(a)])
-        summary.rows += len(pending)
-        pending.clear()
-        items.clear()
+        summary.rows += len(batch_rows)
         if on_chunk is not None:
             on_chunk(summary.rows)
 
-    for row in rows:
-        if not any(cell.strip() for cell in row):
-            continue  # a blank line
-        if len(row) > width:
-            extra = row[width:]
-            row = row[:width]
-            items.append(
-                rs.Item("", _field(row, columns.code) or "", None,
-                        f"the row has {width + len(extra)} fields, the header {width}; the"
-                        f" fields past the header: {extra!r}")
-            )  # fmt: skip
-        else:
-            if len(row) < width:
-                row = row + [""] * (width - len(row))
-            items.append(
-                rs.item(
-                    kind if columns.kind is None else _field(row, columns.kind),
-                    _field(row, columns.code),
-                    _field(row, columns.date),
-                    day,
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sorsync-resolve") as pool:
+        in_flight: tuple[list[list[str]], Future[list[rs.Answer]]] | None = None
+
+        def send() -> None:
+            nonlocal pending, items, in_flight
+            done, in_flight = in_flight, None
+            if done is not None:
+                done[1].result()  # the cache is free again (and a failure surfaces here)
+            future = pool.submit(rs.resolve_cached, conn, items, cache)
+            in_flight = (pending, future)
+            pending, items = [], []
+            finish(done)  # written while the new chunk is in the database
+
+        for row in rows:
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line
+            if len(row) > width:
+                extra = row[width:]
+                row = row[:width]
+                items.append(
+                    rs.Item("", _field(row, columns.code) or "", None,
+                            f"the row has {width + len(extra)} fields, the header {width}; the"
+                            f" fields past the header: {extra!r}")
+                )  # fmt: skip
+            else:
+                if len(row) < width:
+                    row = row + [""] * (width - len(row))
+                items.append(
+                    rs.item(
+                        kind if columns.kind is None else _field(row, columns.kind),
+                        _field(row, columns.code),
+                        _field(row, columns.date),
+                        day,
+                    )
                 )
-            )
-        pending.append(row)
-        if len(items) >= rs.CHUNK:
-            flush()
-    if items:
-        flush()
+            pending.append(row)
+            if len(items) >= rs.CHUNK:
+                send()
+        if items:
+            send()
+        finish(in_flight)
 
 
 class _Progress:
