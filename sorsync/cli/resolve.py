@@ -501,8 +501,11 @@ def _run(
                 if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM sor.unit)")).scalar():
                     raise fail(NO_REPLICA, EXIT_FAILED)
                 try:
+                    # stdout too in the input's encoding: the answer is usually redirected
+                    # to a file that goes where the input came from (Excel, a SAS job).
                     out: IO[str] = (
-                        sys.stdout
+                        io.TextIOWrapper(sys.stdout.buffer, encoding=source.encoding,
+                                         newline="", errors="replace")
                         if partial is None
                         else partial.open("w", encoding=source.encoding, newline="",
                                           errors="replace")
@@ -522,7 +525,10 @@ def _run(
                         )  # fmt: skip
                     out.flush()
                 finally:
-                    if out is not sys.stdout:
+                    if partial is None:
+                        out.flush()
+                        out.detach()  # type: ignore[attr-defined]  # sys.stdout stays open
+                    else:
                         out.close()
         except UnicodeDecodeError as exc:
             raise _broken(
