@@ -130,8 +130,8 @@ def test_stdin_with_a_bom_and_a_kind_column(database_url: str, tmp_path: Path) -
     body = (
         "code,kind,date,extra\n"
         f"{HYLDBY},sor,{DAY},a\n"
-        "5790001003432,ean,,b\n"  # shared by a practice's units: the owner is the answer
-        f"002001,ydernummer,{DAY},c\n"  # two yder units of one practice, neither under the other
+        "5790001003432,ean,,b\n"  # an owner's, carried by units under it: the owner
+        f"002001,ydernummer,{DAY},c\n"  # two yder units, neither under the other
         f'1575,,{DAY},"d, quoted"\n'
         "1575,cvr,,e\n"
     )
