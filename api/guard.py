@@ -50,12 +50,14 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
             self._arm()  # the next request on a kept-alive connection has begun
+        super().data_received(data)
+        # Counted after parsing: a client may send its headers and a large body in one write
+        # (POST /v1/resolve's 10 000 items), and headers completed in this chunk disarm the
+        # timer; only a chunk that leaves the headers unfinished counts towards the cap.
         if self._header_timer is not None:
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._close()
-                return
-        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._disarm()

@@ -42,6 +42,9 @@ CSV_TYPE = "text/csv"
 NDJSON_TYPE = "application/x-ndjson"
 STREAMED = (CSV_TYPE, NDJSON_TYPE)
 MAX_LINE = 1 << 20  # one CSV record or NDJSON line; a longer one is an error, not buffered
+# Distinct (kind, code, date) answers a stream keeps for its repeats. Each costs about 0.7 KB:
+# 200 000 took a worker past 300 MB on a stream of distinct pairs (bench/resolve_bench.py).
+STREAM_CACHE = 50_000
 INPUT_COLUMNS = ("code", "kind", "date")
 _TEXT = {"schema": {"type": "string"}}
 
@@ -259,7 +262,7 @@ async def _csv_answers(
     out = io.StringIO()
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
     writer.writerow([*INPUT_COLUMNS, *rs.CSV_COLUMNS])
-    cache = rs.AnswerCache()
+    cache = rs.AnswerCache(limit=STREAM_CACHE)
     code_at, kind_at, date_at = where["code"], where.get("kind"), where.get("date")
 
     def field(row: list[str], at: int | None) -> str | None:
@@ -334,7 +337,7 @@ async def ndjson_stream(
     default_kind: str | None,
     default_day: dt.date,
 ) -> AsyncIterator[bytes]:
-    cache = rs.AnswerCache()
+    cache = rs.AnswerCache(limit=STREAM_CACHE)
     dumps: Callable[[Any], bytes] = orjson.dumps
     line_no = 0
 

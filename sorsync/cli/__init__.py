@@ -9,6 +9,7 @@ from sorsync.cli import (  # noqa: F401 - registers commands
     generate,
     grants,
     krs,
+    resolve,
     run,
     scheduler,
     serve,

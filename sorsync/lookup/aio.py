@@ -8,6 +8,7 @@ SQLAlchemy DBAPIError subclasses, as there, so the API maps them to 503 the same
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -95,6 +96,9 @@ async def resolve_cached(
 ) -> list[Answer]:
     """As `sorsync.lookup.resolve.resolve_cached`."""
     keys = distinct_keys(items, cache.answers)
-    if keys:
-        cache.add(group_rows(keys, await fetch(conn, RESOLVE, query_params(keys))))
-    return answer(items, cache.answers)
+    if not keys:
+        return answer(items, cache.answers)
+    fresh = group_rows(keys, await fetch(conn, RESOLVE, query_params(keys)))
+    answers = answer(items, ChainMap(fresh, cache.answers))  # before an eviction, as there
+    cache.add(fresh)
+    return answers

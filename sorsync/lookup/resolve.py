@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -154,7 +155,7 @@ def group_rows(keys: Sequence[Key], rows: Iterable[tuple[Any, ...]]) -> dict[Key
     }
 
 
-def answer(items: Sequence[Item], found: dict[Key, Answer]) -> list[Answer]:
+def answer(items: Sequence[Item], found: Mapping[Key, Answer]) -> list[Answer]:
     """The answers in the items' order (invalid items answered by their problem)."""
     out = []
     for it in items:
@@ -203,9 +204,14 @@ class AnswerCache:
 def resolve_cached(conn: Connection, items: Sequence[Item], cache: AnswerCache) -> list[Answer]:
     """`resolve`, asking only for the items `cache` has not seen."""
     keys = distinct_keys(items, cache.answers)
-    if keys:
-        cache.add(group_rows(keys, fetch(conn, RESOLVE, query_params(keys))))
-    return answer(items, cache.answers)
+    if not keys:
+        return answer(items, cache.answers)
+    fresh = group_rows(keys, fetch(conn, RESOLVE, query_params(keys)))
+    # Answered before the cache takes the fresh answers: adding them may evict an older
+    # answer that an item of this very chunk needs.
+    answers = answer(items, ChainMap(fresh, cache.answers))
+    cache.add(fresh)
+    return answers
 
 
 # --- rendering ----------------------------------------------------------------------------------

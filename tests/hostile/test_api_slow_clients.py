@@ -84,3 +84,32 @@ def test_slowloris_connections_are_closed_and_capped(guarded: str) -> None:
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_a_large_body_sent_with_its_headers_is_answered(guarded: str) -> None:
+    """A body larger than the header cap, in the same write as the headers (as HTTP clients
+    send a POST /v1/resolve of 10 000 items), is a request like any other."""
+    parts = urlsplit(guarded)
+    items = ",".join('{"code": "8001", "date": "2024-06-01"}' for _ in range(3000))
+    body = ('{"items": [' + items + "]}").encode()
+    assert len(body) > 100_000
+    head = (
+        f"POST /v1/resolve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while chunk := sock.recv(1 << 16):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+def test_headers_past_the_cap_still_close(guarded: str) -> None:
+    parts = urlsplit(guarded)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000)
+        data = b"still open"
+        with contextlib.suppress(ConnectionResetError):
+            data = sock.recv(4096)
+        assert data == b""

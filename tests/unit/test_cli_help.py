@@ -14,6 +14,7 @@ from sorsync.simulator.demo import DEMO_SEED
 COMMANDS = [
     "run",
     "sync",
+    "resolve",
     "status",
     "serve",
     "scheduler",

@@ -1,0 +1,30 @@
+"""sorsync.lookup.resolve's answer cache on a real database: a stream that asks again for a
+pair the cache still holds, in the chunk whose fresh answers push that pair out, is answered
+(the CSV streams and `sorsync resolve` keep a bounded cache of distinct pairs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Engine
+
+from sorsync.lookup import resolve as rs
+
+DAY = dt.date(2025, 6, 1)
+
+
+def test_a_hit_evicted_by_its_own_chunk_is_still_answered(clean_db: Engine) -> None:
+    cache = rs.AnswerCache(limit=2)
+
+    def items(*codes: str) -> list[rs.Item]:
+        return [rs.item("shak", code, None, DAY) for code in codes]
+
+    with clean_db.connect() as conn:
+        first = rs.resolve_cached(conn, items("1001", "1002"), cache)
+        assert [a.status for a in first] == ["not_found", "not_found"]
+        # 1001 is a hit; 1003 and 1004 are fresh and leave no room for it.
+        again = rs.resolve_cached(conn, items("1001", "1003", "1004", "xx"), cache)
+    assert [(a.item.code, a.status) for a in again] == [
+        ("1001", "not_found"), ("1003", "not_found"), ("1004", "not_found"), ("XX", "invalid"),
+    ]  # fmt: skip
+    assert len(cache.answers) == 2
