@@ -9,6 +9,7 @@ load that list is megabytes long and made a name search on 100 000 units several
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,10 +59,8 @@ def clean_gin_pending_lists(engine: Engine, tables: Iterable[str]) -> int | None
         _warn(exc)
         return None
     finally:
-        try:
+        with contextlib.suppress(psycopg.Error):
             pg.autocommit = False
-        except psycopg.Error:
-            pass
         raw.close()
 
 
