@@ -42,7 +42,8 @@ def test_a_sync_leaves_no_pending_list(
 
     sim_add_rows(SYGEHUS.key, [source_values(SYGEHUS, i) for i in range(20, 30)])
     result = run_sync(clean_db, SETTINGS, krs_url=simulator.url)
-    assert result.ok and result.datatypes[0].inserted == 10
+    assert result.ok
+    assert result.datatypes[0].inserted == 10
     assert pending_tuples(clean_db) == 0
 
 
@@ -71,9 +72,11 @@ def test_a_non_owner_gets_a_warning_and_a_good_sync(
     sim_add_rows(SYGEHUS.key, [source_values(SYGEHUS, i) for i in range(5)])
     with capture_logs() as logs:
         result = run_sync(non_owner, SETTINGS, krs_url=simulator.url)
-    assert result.ok and result.datatypes[0].inserted == 5
+    assert result.ok
+    assert result.datatypes[0].inserted == 5
     warnings = [e for e in logs if "GIN pending lists" in str(e.get("event"))]
     assert len(warnings) == 1, logs
     assert warnings[0]["log_level"] == "warning"
-    assert "owner" in warnings[0]["event"] and "must be owner" in warnings[0]["error"]
+    assert "owner" in warnings[0]["event"]
+    assert "must be owner" in warnings[0]["error"]
     assert pending_tuples(clean_db) > 0  # left for autovacuum
