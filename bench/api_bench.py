@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, text
 
 from sorsync.db.engine import make_engine
+from sorsync.db.maintenance import clean_gin_pending_lists
 from sorsync.db.models import REPLICA_TABLES
 from sorsync.identifiers import make_gln, make_sor_id
 
@@ -161,6 +162,8 @@ def load(url: str, units: int) -> Data:
     engine = make_engine(url, pool=False)
     try:
         data.copy_into(engine)
+        # As a sync does after writing rows (sorsync.sync.service.run_sync).
+        clean_gin_pending_lists(engine, [t.name for t in REPLICA_TABLES.values()])
     finally:
         engine.dispose()
     return data

@@ -87,7 +87,8 @@ REPLICA_TABLES: dict[str, Table] = {key: replica_table(dt) for key, dt in DATATY
 # document datatype gets its table when it is first synced (sorsync.db.views.ensure_tables).
 DOCUMENT_TABLES: dict[str, Table] = {key: replica_table(lookup(key)) for key in SOR2_DATATYPES}
 
-# Columns the API looks units up by (SOR id, EAN, SHAK/ydernummer, parent links); migration 0002.
+# Columns the API looks units up by (SOR id, EAN, SHAK/ydernummer, parent links): migration
+# 0002; postcode: migration 0004.
 LOOKUP_COLUMNS = (
     "sor_nummer",
     "ean_lokationsnummer",
@@ -95,6 +96,7 @@ LOOKUP_COLUMNS = (
     "overafdeling_sor_nummer",
     "underlagt_sygehus_sor_nummer",
     "praksis_sor_nummer",
+    "postnummer",
 )
 
 

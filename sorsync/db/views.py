@@ -32,7 +32,7 @@ from sorsync.db.locks import advisory_lock
 from sorsync.db.models import KRS_SCHEMA
 from sorsync.mapping import DatatypeMapping, Kind, SorMapping
 
-VERSION = 2  # bump when the SQL below changes, so every database rebuilds its views
+VERSION = 3  # bump when the SQL below changes, so every database rebuilds its views
 LOCK_NAME = "views"
 OPEN_END = "DATE '2999-01-01'"  # NSP writes 2999-12-31 (or 9999-12-31) for "no end"
 
@@ -483,6 +483,7 @@ INDEXED: tuple[tuple[str, str, str], ...] = (
     ("sorentity", "shak", "btree"),
     ("sorentity", "ean", "btree"),
     ("sorentity", "ydernummer", "btree"),
+    ("sorentity", "postal_postcode", "btree"),  # the search's postcode filter
     ("sorentity", "parent_sor_id", "btree"),
     ("sorentity", "health_institution_sor_id", "btree"),
     ("sorentity", "institution_owner_sor_id", "btree"),

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sorsync.config import Settings
 from sorsync.datatypes import Datatype
-from sorsync.db import views
+from sorsync.db import maintenance, views
 from sorsync.db.engine import make_engine
 from sorsync.db.locks import LockHeld
 from sorsync.logs import get_logger
@@ -144,27 +144,40 @@ def run_sync(
             on_progress=on_progress,
             on_download=on_download,
         )
-        _ensure_views(engine, mapping, dts)
-        return result
-    with contextlib.ExitStack() as stack:
-        if source is None:
-            source = stack.enter_context(krs_source(settings, krs_url, builtin=builtin))
-        result = sync(
-            engine,
-            source.client,
-            dts,
-            kind=kind,
-            page_size=settings.krs_page_size,
-            on_progress=on_progress,
-            expected_fields=expected,
-            source_identity=source.identity,
-            rebind=rebind,
-            max_shrink=settings.full_max_shrink,
-            allow_shrink=allow_shrink,  # a person's choice (the CLI); the scheduler never asks
-        )
+    else:
+        with contextlib.ExitStack() as stack:
+            if source is None:
+                source = stack.enter_context(krs_source(settings, krs_url, builtin=builtin))
+            result = sync(
+                engine,
+                source.client,
+                dts,
+                kind=kind,
+                page_size=settings.krs_page_size,
+                on_progress=on_progress,
+                expected_fields=expected,
+                source_identity=source.identity,
+                rebind=rebind,
+                max_shrink=settings.full_max_shrink,
+                allow_shrink=allow_shrink,  # a person's choice (the CLI); the scheduler never asks
+            )
     # The views answer from SOR2 once it holds rows (and from v1 while it does not).
     _ensure_views(engine, mapping, dts)
+    # Rows a sync wrote wait in the name-search indexes' GIN pending lists, which every search
+    # reads in full; merge them now rather than whenever autovacuum gets there.
+    maintenance.clean_gin_pending_lists(engine, changed_tables(result, dts))
     return result
+
+
+def changed_tables(result: RunResult, dts: Sequence[Datatype]) -> list[str]:
+    """The replica tables of the datatypes whose rows the run changed (committed ones: a failed
+    datatype's partial pages count too, as they stay)."""
+    tables = {dt.key: dt.table for dt in dts}
+    return [
+        tables[d.key]
+        for d in result.datatypes
+        if d.key in tables and d.inserted + d.updated + d.deleted > 0
+    ]
 
 
 def _ensure_views(engine: Engine, mapping: SorMapping, dts: Sequence[Datatype]) -> None:
