@@ -774,10 +774,11 @@ def _prefer_lz4(pg: psycopg.Connection[Any]) -> None:
     """Compress what this run writes with lz4 instead of PostgreSQL's default pglz.
 
     A SOR2 record (~2 KB of jsonb) is compressed on every insert and decompressed by each of the
-    lookup indexes' expressions; with pglz that was a third of the server's CPU in a first full
+    lookup indexes' expressions; lz4 took a quarter off the server's CPU of loading them
     (docs/performance.md). Session-wide, so the staging and shadow tables and the rows merged
-    from them into the live tables (which keep a datum's compression) all get it. A server built
-    without lz4 refuses the setting: the run then goes on with pglz, as before."""
+    from them into the live tables (which keep a datum's compression) all get it; it stays set
+    on the pooled connection, which is harmless. A server built without lz4 refuses the
+    setting: the run then goes on with pglz, as before."""
     try:
         pg.execute("SET default_toast_compression = 'lz4'")
     except psycopg.Error as exc:
