@@ -21,8 +21,38 @@ import json
 import os
 import resource
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 from bench.common import KEY, ROWS, Replay, Simulator, scratch_database
+
+
+def backend_cpu(engine: Engine) -> float | None:
+    """CPU seconds used so far by the PostgreSQL backends serving this database (sum of
+    /proc/PID/stat utime + stime): the server's share of a sync, steadier than wall time on a
+    shared host. None when the server is not on this machine or its processes are not readable.
+    A backend that starts after the first reading counts whole; one that ends before the second
+    is missed (the sync's engine keeps its pooled connections open until it is disposed)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        pids = conn.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+        ).scalars()
+        total = 0.0
+        try:
+            for pid in pids:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return None
+    return total
 
 
 def main() -> None:
@@ -74,6 +104,8 @@ def main() -> None:
         with KrsClient(source.url, timeout=120) as client:
             if args.refull:
                 sync(engine, client, [lookup(args.datatype)], kind="full")
+            probe = make_engine(url, pool=False)  # not one of the sync's connections
+            server_before = backend_cpu(probe)
             before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             result = sync(
@@ -86,6 +118,8 @@ def main() -> None:
             )
             seconds = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
+            server_after = backend_cpu(probe)
+            probe.dispose()
         engine.dispose()
 
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -97,6 +131,11 @@ def main() -> None:
                 "seconds": round(seconds, 3),
                 "records_per_s": round(result.records / seconds) if seconds else None,
                 "client_cpu_s": round(cpu, 3),
+                "server_cpu_s": (
+                    round(server_after - server_before, 3)
+                    if server_before is not None and server_after is not None
+                    else None
+                ),
                 "peak_rss_mb": round(after.ru_maxrss / 1024, 1),  # Linux: KiB
                 "status": result.status,
                 "store_s": round(result.datatypes[0].store_seconds, 3),

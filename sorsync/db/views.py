@@ -298,15 +298,15 @@ SELECT y.sor_nummer, y.praksis_sor_nummer, y.valid_from, y.valid_to FROM krs.sor
         business_validity(expression(ent, "from_date"), expression(ent, "to_date"))
     )
     sor_id, parent = expression(ent, "sor_id"), expression(ent, "parent_sor_id")
-    sor_type = expression(ent, "sor_type")
+    # The WHERE of the last two branches is the predicate of their partial indexes (INDEXED).
     return f"""{head}
 SELECT {sor_id}, {parent}, {ent_valid} FROM {_table(ent)} r WHERE {_current(ent)}
 UNION ALL
 SELECT {sor_id}, {expression(ent, "health_institution_sor_id")}, {ent_valid}
-  FROM {_table(ent)} r WHERE {parent} IS NULL AND {sor_type} = 'OE' AND {_current(ent)}
+  FROM {_table(ent)} r WHERE {_without_parent(ent, "OE")} AND {_current(ent)}
 UNION ALL
 SELECT {sor_id}, {expression(ent, "institution_owner_sor_id")}, {ent_valid}
-  FROM {_table(ent)} r WHERE {parent} IS NULL AND {sor_type} = 'SI' AND {_current(ent)}
+  FROM {_table(ent)} r WHERE {_without_parent(ent, "SI")} AND {_current(ent)}
 """
 
 
@@ -477,37 +477,50 @@ $$""",
 
 # --- indexes ------------------------------------------------------------------------------------
 
-# (role, column, method): the lookups' indexes on the SOR2 tables.
-INDEXED: tuple[tuple[str, str, str], ...] = (
-    ("sorentity", "sor_id", "btree"),
-    ("sorentity", "shak", "btree"),
-    ("sorentity", "ean", "btree"),
-    ("sorentity", "ydernummer", "btree"),
-    ("sorentity", "postal_postcode", "btree"),  # the search's postcode filter
-    ("sorentity", "parent_sor_id", "btree"),
-    ("sorentity", "health_institution_sor_id", "btree"),
-    ("sorentity", "institution_owner_sor_id", "btree"),
-    ("sorentity", "entity_name", "gin"),
-    ("shaksormap", "shak", "btree"),
-    ("shaksormap", "sor_id", "btree"),
-    ("sorreplacedentity", "sor_id", "btree"),
-    ("eanlocationcode", "ean", "btree"),
+# (role, column, method, only): the lookups' indexes on the SOR2 tables. Every index costs the
+# load its expression (a jsonb read of the ~2 KB record) and an insertion per row, so each one
+# here serves a lookup (EXPLAIN in docs/performance.md). `only`, when set, names the sor_type of
+# the rows without a ParentSorId that sor.unit_link's branch for this column reads: a partial
+# index of those few rows, written exactly as that branch's WHERE so the planner proves it.
+INDEXED: tuple[tuple[str, str, str, str | None], ...] = (
+    ("sorentity", "sor_id", "btree", None),
+    ("sorentity", "shak", "btree", None),
+    ("sorentity", "ean", "btree", None),
+    ("sorentity", "ydernummer", "btree", None),
+    ("sorentity", "postal_postcode", "btree", None),  # the search's postcode filter
+    ("sorentity", "parent_sor_id", "btree", None),
+    ("sorentity", "health_institution_sor_id", "btree", "OE"),
+    ("sorentity", "institution_owner_sor_id", "btree", "SI"),
+    ("sorentity", "entity_name", "gin", None),
+    ("shaksormap", "shak", "btree", None),
+    ("shaksormap", "sor_id", "btree", None),
+    ("sorreplacedentity", "sor_id", "btree", None),
+    ("eanlocationcode", "ean", "btree", None),
 )
+
+
+def _without_parent(mapping: DatatypeMapping, sor_type: str, alias: str | None = "r") -> str:
+    """Rows of `sor_type` with no ParentSorId (sor.unit_link's second and third branches)."""
+    parent = expression(mapping, "parent_sor_id", alias)
+    kind = expression(mapping, "sor_type", alias)
+    return f"{parent} IS NULL AND {kind} = {_lit(sor_type)}"
 
 
 def index_statements(mapping: SorMapping) -> dict[str, tuple[str, str]]:
     """Index name → (table, CREATE INDEX statement) for the mapping's lookup indexes."""
     out: dict[str, tuple[str, str]] = {}
-    for role, column, method in INDEXED:
+    for role, column, method, only in INDEXED:
         dm = mapping.role(role)
         table = lookup(dm.key).table
         expr = expression(dm, column, None)
-        digest = hashlib.sha1(expr.encode(), usedforsecurity=False).hexdigest()[:8]
+        where = "" if only is None else f" WHERE {_without_parent(dm, only, None)}"
+        digest = hashlib.sha1((expr + where).encode(), usedforsecurity=False).hexdigest()[:8]
         name = f"ixm_{table}_{column}"[:54] + f"_{digest}"
         ops = " gin_trgm_ops" if method == "gin" else ""
         out[name] = (
             table,
-            f'CREATE INDEX IF NOT EXISTS "{name}" ON {_table(dm)} USING {method} (({expr}){ops})',
+            f'CREATE INDEX IF NOT EXISTS "{name}" ON {_table(dm)} USING {method}'
+            f" (({expr}){ops}){where}",
         )
     return out
 

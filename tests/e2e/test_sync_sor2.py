@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from sorsync.datatypes import SOR2_DATATYPES, lookup
 from sorsync.krs.client import KrsClient
@@ -184,3 +185,28 @@ def test_shape_changes_reach_the_stored_record(
         assert "SorType" not in record
         assert record["EntityName"] == row.values["EntityName"]
         assert "NewField" not in record
+
+
+def test_records_big_enough_to_compress_are_stored_with_lz4(
+    clean_db: Engine, sim: SimulatorHandle, client: KrsClient
+) -> None:
+    # ~2.5 KB of record: past PostgreSQL's ~2 KB threshold, so every row is compressed — with
+    # the lz4 a sync asks for (engine._prefer_lz4), on a full and on the deltas merged after it.
+    sim.set_shape(RecordShape.from_options(add=[f"sorentity:Padding={'Tekst ' * 400}"]))
+    with clean_db.connect() as conn:
+        try:
+            conn.execute(text("SET default_toast_compression = 'lz4'"))
+        except DBAPIError:
+            pytest.skip("this PostgreSQL is built without lz4; the sync keeps pglz")
+    result = sync(clean_db, client, [ENTITY], kind="full")
+    assert result.ok, result.error
+    with clean_db.connect() as conn:
+        methods: dict[str | None, int] = dict(
+            conn.execute(
+                text(
+                    f"SELECT pg_column_compression(record), count(*) FROM krs.{ENTITY.table}"
+                    " GROUP BY 1"
+                )
+            ).all()
+        )
+    assert set(methods) == {"lz4"}, methods
