@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import orjson
 import psycopg
+from psycopg import pq
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
