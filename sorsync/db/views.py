@@ -412,8 +412,9 @@ _PICK = ", ".join(
 )
 _LOCAL = "AT TIME ZONE 'Europe/Copenhagen'"
 # The spellings a ydernummer may be stored under (as sorsync.lookup.ydernummer_variants).
-# (Its branch also says `ydernummer IS NOT NULL`, which folds the v1 branches without one away:
-# `NULL = ANY(…)` is not folded, and they were planned as sequential scans behind a filter.)
+# Not `ydernummer IS NOT NULL AND …` to fold away the v1 branches without one: with it, PostgreSQL
+# 15 evaluated the array once for a whole batch (every item got the first item's answer;
+# tests/e2e/test_resolve_semantics.py caught it). Those branches stay behind a one-time filter.
 _YDER_VARIANTS = (
     "ARRAY(SELECT lpad(b.bare, w, '0') FROM (SELECT COALESCE(NULLIF(ltrim(i.code, '0'), ''), '0')"
     " AS bare) b, generate_series(length(b.bare), 9) w)"
@@ -452,8 +453,7 @@ SELECT CASE WHEN r.sor_id IS NULL THEN 'not_found' WHEN r.n = 1 THEN 'found'
                WHERE i.kind = 'ean' AND u.ean = sor.as_bigint(i.code) AND {_AT}
               UNION ALL
               SELECT {_PICK} FROM sor.unit u
-               WHERE i.kind = 'ydernummer' AND u.ydernummer IS NOT NULL
-                 AND u.ydernummer = ANY({_YDER_VARIANTS})
+               WHERE i.kind = 'ydernummer' AND u.ydernummer = ANY({_YDER_VARIANTS})
                  AND {_AT}) u
        ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)
     SELECT c.*, count(*) OVER () AS n FROM c

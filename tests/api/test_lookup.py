@@ -117,5 +117,8 @@ def test_every_lookup_uses_indexes(
         conn.execute(text("SET LOCAL enable_seqscan = off"))
         plan = "\n".join(row[0] for row in q.fetch(conn, "EXPLAIN " + sql, params))
         conn.rollback()
-    assert "Seq Scan" not in plan, plan
+    # sor.resolve_item's ydernummer branch: the v1 tables without a ydernummer sit behind a
+    # one-time filter that is false (`NULL = ANY(…)`), so their scans never run.
+    gated = plan.count("One-Time Filter: (NULL::text = ANY")
+    assert plan.count("Seq Scan") == gated, plan
     assert "Index" in plan
