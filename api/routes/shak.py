@@ -84,8 +84,8 @@ async def get_shak_with_slash(request: Request, shak: str) -> Response:
 )
 def resolve_shak(request: Request, body: ResolveRequest) -> Response:
     """One result per code, in the order given: `found` (with the unit(s) the code means on
-    the date, as GET /v1/shak/{shak} answers), `not_found` or `invalid` (with `detail`). Up to 10 000 codes; more → 413. One database
-    round trip whatever the number of codes."""
+    the date, as GET /v1/shak/{shak} answers), `not_found` or `invalid` (with `detail`).
+    Up to 10 000 codes; more → 413. One database round trip whatever the number of codes."""
     if len(body.codes) > MAX_CODES:
         raise ProblemError(
             "too-many-codes",

@@ -209,9 +209,7 @@ _RESOLVED_MANY = (
     "FROM unnest(%(codes)s::text[]) AS c(code)"
     " CROSS JOIN LATERAL sor.resolve_item('shak', c.code, %(day)s) r"
 )
-RESOLVE = (
-    f"SELECT c.code, {_U_COLUMNS} {_RESOLVED_MANY} {_OF_ITEM} ORDER BY c.code, u.sor_id"
-)
+RESOLVE = f"SELECT c.code, {_U_COLUMNS} {_RESOLVED_MANY} {_OF_ITEM} ORDER BY c.code, u.sor_id"
 
 
 def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, list[Unit]]:

@@ -91,12 +91,15 @@ PLANS: list[tuple[str, str, dict[str, Any]]] = [
     ("resolve", q.RESOLVE, {"codes": ["8001", "800110"], "day": DAY}),
     ("resolve json", q.RESOLVE_JSON, {"codes": "8001,800110", "day": DAY}),
     ("sor+ancestors", q.TREE, q.tree_params(347811000016004, DAY)),
-    *((f"resolved {kind}", sql, {"code": code, "day": DAY}) for kind, sql, code in (
-        ("shak", q.RESOLVED["shak"], "8001"),
-        ("sor", q.RESOLVED["sor"], "347811000016004"),
-        ("ean", q.RESOLVED["ean"], "5790000000012"),
-        ("ydernummer", q.RESOLVED["ydernummer"], "019062"),
-    )),
+    *(
+        (f"resolved {kind}", sql, {"code": code, "day": DAY})
+        for kind, sql, code in (
+            ("shak", q.RESOLVED["shak"], "8001"),
+            ("sor", q.RESOLVED["sor"], "347811000016004"),
+            ("ean", q.RESOLVED["ean"], "5790000000012"),
+            ("ydernummer", q.RESOLVED["ydernummer"], "019062"),
+        )
+    ),
     ("children", q.CHILDREN, {"sor_id": 347811000016004, "at": AT}),
     ("history", q.HISTORY, {"sor_id": 347811000016004}),
     ("yder", q.BY_YDER, {"numbers": ["19062", "019062"], "at": AT}),

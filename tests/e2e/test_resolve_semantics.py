@@ -74,13 +74,20 @@ def _status(units: list[str]) -> str:
 
 # --- the ways ----------------------------------------------------------------------------------
 
-ROUTES = {"shak": "/v1/shak/{}", "sor": "/v1/sor/{}", "ean": "/v1/ean/{}", "ydernummer": "/v1/yder/{}"}
+ROUTES = {
+    "shak": "/v1/shak/{}",
+    "sor": "/v1/sor/{}",
+    "ean": "/v1/ean/{}",
+    "ydernummer": "/v1/yder/{}",
+}
 
 
 def single_routes(ctx: Context, cases: list[Case]) -> list[Outcome]:
     out: list[Outcome] = []
     for c in cases:
-        r = ctx.client.get(ROUTES[c.kind].format(quote(c.code, safe="")), params={"date": str(c.day)})
+        r = ctx.client.get(
+            ROUTES[c.kind].format(quote(c.code, safe="")), params={"date": str(c.day)}
+        )
         if r.status_code == 404:
             out.append(("not_found", ()))
         elif r.status_code == 422:
@@ -232,21 +239,42 @@ def _cases(engine: Engine) -> list[Case]:
 
         picked: list[tuple[str, str]] = []
         # SHAK codes whose mapping or unit has an end, the ambiguous one, and a few open ones.
-        picked += [("shak", r[0]) for r in rows(
-            "SELECT shak FROM (SELECT DISTINCT shak FROM sor.shak_map WHERE valid_to IS NOT NULL"
-            f" OR shak = '{AMBIGUOUS_SHAK}') s ORDER BY shak LIMIT 12")]
-        picked += [("shak", r[0]) for r in rows(
-            "SELECT DISTINCT shak FROM sor.shak_map WHERE valid_to IS NULL ORDER BY shak LIMIT 4")]
-        picked += [("sor", str(r[0])) for r in rows(
-            "SELECT sor_id FROM (SELECT DISTINCT sor_id FROM sor.unit WHERE valid_to IS NOT NULL)"
-            " s ORDER BY sor_id LIMIT 8")]
-        picked += [("sor", str(r[0])) for r in rows(
-            "SELECT DISTINCT sor_id FROM sor.unit ORDER BY sor_id LIMIT 3")]
+        picked += [
+            ("shak", r[0])
+            for r in rows(
+                "SELECT shak FROM (SELECT DISTINCT shak FROM sor.shak_map"
+                " WHERE valid_to IS NOT NULL"
+                f" OR shak = '{AMBIGUOUS_SHAK}') s ORDER BY shak LIMIT 12"
+            )
+        ]
+        picked += [
+            ("shak", r[0])
+            for r in rows(
+                "SELECT DISTINCT shak FROM sor.shak_map WHERE valid_to IS NULL"
+                " ORDER BY shak LIMIT 4"
+            )
+        ]
+        picked += [
+            ("sor", str(r[0]))
+            for r in rows(
+                "SELECT sor_id FROM (SELECT DISTINCT sor_id FROM sor.unit"
+                " WHERE valid_to IS NOT NULL)"
+                " s ORDER BY sor_id LIMIT 8"
+            )
+        ]
+        picked += [
+            ("sor", str(r[0]))
+            for r in rows("SELECT DISTINCT sor_id FROM sor.unit ORDER BY sor_id LIMIT 3")
+        ]
         # EANs a parent and its children share, and single ones.
-        picked += [("ean", str(r[0])) for r in rows(
-            "SELECT ean FROM sor.unit WHERE ean IS NOT NULL GROUP BY ean"
-            " ORDER BY count(DISTINCT sor_id) > 1 DESC, bool_or(valid_to IS NOT NULL) DESC, ean"
-            " LIMIT 8")]
+        picked += [
+            ("ean", str(r[0]))
+            for r in rows(
+                "SELECT ean FROM sor.unit WHERE ean IS NOT NULL GROUP BY ean"
+                " ORDER BY count(DISTINCT sor_id) > 1 DESC, bool_or(valid_to IS NOT NULL) DESC, ean"
+                " LIMIT 8"
+            )
+        ]
         picked += [("ydernummer", r[0]) for r in rows(
             "SELECT ydernummer FROM sor.unit WHERE ydernummer IS NOT NULL GROUP BY ydernummer"
             " ORDER BY bool_or(valid_to IS NOT NULL) DESC, ydernummer LIMIT 5")]  # fmt: skip
@@ -267,13 +295,16 @@ def _cases(engine: Engine) -> list[Case]:
                 {"c": code},
             ).all()
             if kind == "shak":
-                spans += conn.execute(
-                    text(
-                        f"SELECT (valid_from {LOCAL})::date, (valid_to {LOCAL})::date"
-                        " FROM sor.shak_map WHERE shak = :c"
-                    ),
-                    {"c": code},
-                ).all()
+                spans = [
+                    *spans,
+                    *conn.execute(
+                        text(
+                            f"SELECT (valid_from {LOCAL})::date, (valid_to {LOCAL})::date"
+                            " FROM sor.shak_map WHERE shak = :c"
+                        ),
+                        {"c": code},
+                    ).all(),
+                ]
             days = _boundaries([(s, e) for s, e in spans]) | {today}
             cases += [Case(kind, code, day) for day in sorted(days)]
             if kind == "shak":
