@@ -166,8 +166,9 @@ class ResolveResponse(BaseModel):
 class BulkItem(BaseModel):
     code: str = Field(description="The code as recorded.", examples=["800110"])
     kind: str | None = Field(
-        default=None,
-        description="shak (default), sor, ean or ydernummer; another value answers `invalid`.",
+        default="shak",
+        description="shak (the default: left out, null or empty), sor, ean or ydernummer;"
+        " another value answers `invalid`.",
     )
     date: str | None = Field(
         default=None,
@@ -214,7 +215,11 @@ class BulkUnit(BaseModel):
 class BulkResult(BaseModel):
     code: str
     kind: str
-    date: dt.date | None
+    date: str | None = Field(
+        description="The item's date (YYYY-MM-DD; the default when it was sent without one); an"
+        " invalid item echoes an unreadable date as sent; null only for an item that could not"
+        " be read at all (not a JSON object)."
+    )
     status: Literal["found", "not_found", "invalid", "ambiguous"]
     units: list[BulkUnit] = Field(
         description="found: the unit; ambiguous: every unit the rule leaves; else empty."

@@ -14,6 +14,7 @@ import codecs
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -277,8 +278,7 @@ async def _csv_answers(
     def rows_of(answers: list[rs.Answer]) -> bytes:
         for a in answers:
             it = a.item
-            day = "" if it.day is None else it.day.isoformat()
-            writer.writerow([it.code, it.kind, day, *rs.answer_cells(a)])
+            writer.writerow([it.code, it.kind, it.date_shown or "", *rs.answer_cells(a)])
         data = out.getvalue().encode()
         out.seek(0)
         out.truncate()
@@ -330,6 +330,24 @@ def _stream_problem(exc: Exception, what: str) -> str:
     return f"stopped: something went wrong on our side (logged); the {what}s before were answered."
 
 
+# The code of a line that is not JSON, if it can be read from it (to answer that line by it).
+_RAW_CODE = re.compile(r'"code"\s*:\s*"((?:[^"\\]|\\.)*)"')
+NDJSON_EXAMPLE = '{"code": "800110", "kind": "shak", "date": "2021-06-01"}'
+
+
+def _unreadable_line(line: str, line_no: int, what: str) -> rs.Item:
+    """The answer to a line that is not a JSON object: its code as written if one can be read
+    (else ""), and how to write the line."""
+    match = _RAW_CODE.search(line)
+    code = match.group(1) if match else ""
+    return rs.Item(
+        "",
+        code,
+        None,
+        f"line {line_no} {what}; write one JSON object a line, e.g. {NDJSON_EXAMPLE}.",
+    )
+
+
 async def ndjson_stream(
     blocks: AsyncIterator[str],
     db: Database,
@@ -354,12 +372,12 @@ async def ndjson_stream(
                 try:
                     obj = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    items.append(rs.Item("", "", None, f"line {line_no} is not JSON: {exc}."))
+                    items.append(_unreadable_line(line, line_no, f"is not JSON ({exc})"))
                 else:
                     if isinstance(obj, dict):
                         items.append(_from_object(obj, default_kind, default_day, line_no))
                     else:
-                        items.append(rs.Item("", "", None, f"line {line_no} is not a JSON object."))
+                        items.append(_unreadable_line(line, line_no, "is not a JSON object"))
                 if len(items) >= rs.CHUNK:
                     yield lines_of(await _answered(items, db, metrics, cache))
                     items = []

@@ -42,14 +42,16 @@ async def get_shak(
     ],
     date: DateQuery = None,
 ) -> Response:
-    """All units that carry the SHAK code on the date (SHAK → SOR is 1:N). 404 if none."""
+    """The unit(s) the SHAK code means on the date, by the back-mapping rules that POST
+    /v1/resolve and sor.resolve follow (a unit that inherits the code from its parent is left
+    out; several units left: all of them). 404 if none."""
     shak = identifiers.normalise_shak(shak)
     require_valid(shak, identifiers.shak_problem, "invalid-shak", "a SHAK code")
     day = parse_date(date)
     db, metrics = app_state(request)
 
     async def compute(conn: AsyncConn) -> dict[str, Any]:
-        units = await aio.by_shak(conn, shak, day)
+        units = await aio.resolved(conn, "shak", shak, day)
         metrics.lookup("shak", "found" if units else "not_found")
         if not units:
             raise not_found(f"No unit carries SHAK code {shak} on {day}.")
@@ -81,9 +83,9 @@ async def get_shak_with_slash(request: Request, shak: str) -> Response:
     responses=problem_responses(400, 413, 422, 503),
 )
 def resolve_shak(request: Request, body: ResolveRequest) -> Response:
-    """One result per code, in the order given: `found` (with the units valid on the date),
-    `not_found` or `invalid` (with `detail`). Up to 10 000 codes; more → 413. One database
-    round trip whatever the number of codes."""
+    """One result per code, in the order given: `found` (with the unit(s) the code means on
+    the date, as GET /v1/shak/{shak} answers), `not_found` or `invalid` (with `detail`).
+    Up to 10 000 codes; more → 413. One database round trip whatever the number of codes."""
     if len(body.codes) > MAX_CODES:
         raise ProblemError(
             "too-many-codes",

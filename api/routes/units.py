@@ -40,15 +40,16 @@ def get_yder(
     ],
     date: DateQuery = None,
 ) -> Response:
-    """Units with the ydernummer on the date (`019062` and `19062` are the same number;
-    one ydernummer may belong to several units). 404 if none."""
+    """The unit(s) the ydernummer means on the date (`019062` and `19062` are the same number;
+    one ydernummer may belong to several units), by the rules of POST /v1/resolve. 404 if
+    none."""
     require_valid(ydernummer, identifiers.ydernummer_problem, "invalid-ydernummer", "a ydernummer")
     day = parse_date(date)
     return _units_by(
         request,
         day,
         ("yder", "ydernummer", ydernummer),
-        lambda conn: lookup.by_ydernummer(conn, ydernummer, day),
+        lambda conn: lookup.resolved(conn, "ydernummer", ydernummer, day),
         f"No unit carries ydernummer {ydernummer} on {day}.",
     )
 
@@ -72,15 +73,15 @@ def get_ean(
     ],
     date: DateQuery = None,
 ) -> Response:
-    """Units with the GLN on the date. An inherited EAN appears on the unit and on the
-    children that inherit it. 404 if none."""
+    """The unit(s) the GLN means on the date, by the rules of POST /v1/resolve: a child that
+    inherits its parent's EAN is left out, the parent is the answer. 404 if none."""
     require_valid(gln, identifiers.gln_problem, "invalid-gln", "a GLN")
     day = parse_date(date)
     return _units_by(
         request,
         day,
         ("ean", "gln", gln),
-        lambda conn: lookup.by_ean(conn, int(gln), day),
+        lambda conn: lookup.resolved(conn, "ean", gln, day),
         f"No unit has GLN {gln} on {day}.",
     )
 

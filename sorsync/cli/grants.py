@@ -16,9 +16,10 @@ class GrantError(Exception):
 
 
 def grant_readonly(engine: Engine, role: str) -> None:
-    """GRANT USAGE on schema sor and SELECT on its views to `role` (also on views created later
-    by this user). Views run with their owner's rights, so the role needs nothing on schema krs
-    and gets nothing there."""
+    """GRANT USAGE on schema sor, SELECT on its views and EXECUTE on its functions (sor.resolve,
+    sor.resolve_code, sor.shak_to_sor, …) to `role`, also on views and functions created later
+    by this user. Views run with their owner's rights, so the role needs nothing on schema krs
+    and gets nothing there; the functions read only the views."""
     if not role or len(role.encode()) > 63 or "\x00" in role:
         raise GrantError("a role name is 1 to 63 bytes")
     with engine.begin() as conn:
@@ -47,6 +48,14 @@ def grant_readonly(engine: Engine, role: str) -> None:
                 f"GRANT SELECT ON TABLES TO {quoted}"
             )
         )
+        # PUBLIC may execute new functions by default, but a hardened database revokes that.
+        conn.execute(text(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {SOR_SCHEMA} TO {quoted}"))
+        conn.execute(
+            text(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {SOR_SCHEMA} "
+                f"GRANT EXECUTE ON FUNCTIONS TO {quoted}"
+            )
+        )
 
 
 @db_app.command("grant-readonly")
@@ -55,7 +64,8 @@ def grant_readonly_command(
         ..., metavar="ROLE", help="An existing PostgreSQL role (e.g. analysts)."
     ),
 ) -> None:
-    """Grant ROLE read access to the sor views (sor.unit, sor.unit_current, sor.shak_map)."""
+    """Grant ROLE read access to the sor views (sor.unit, sor.unit_current, sor.shak_map) and
+    the back-mapping functions (sor.resolve, sor.resolve_code, sor.shak_to_sor)."""
     engine = make_engine(writable_url(), pool=False)
     try:
         grant_readonly(engine, role)
@@ -64,4 +74,7 @@ def grant_readonly_command(
         raise typer.Exit(EXIT_FAILED) from None
     finally:
         engine.dispose()
-    typer.echo(f"{role} may now read schema sor (SELECT on its views); nothing in schema krs")
+    typer.echo(
+        f"{role} may now read schema sor (SELECT on its views, EXECUTE on its functions);"
+        " nothing in schema krs"
+    )

@@ -341,15 +341,22 @@ SELECT m.shak, m.sor_id, (SELECT u.kind FROM sor.unit u WHERE u.sor_id = m.sor_i
 
 # --- resolving (code, date) pairs -------------------------------------------------------------
 
-# The one implementation of the back-mapping rules (docs/back-mapping.md): the single lookups'
-# candidates, the ambiguity rule and the answer columns. The API's POST /v1/resolve, its CSV and
-# NDJSON streams, `sorsync resolve` and the analysts' functions below all call sor.resolve.
+# The one implementation of the back-mapping rules (docs/back-mapping.md): which units a code of
+# a kind has on a day, and which of them are the answer. sor.resolve_item holds them for one
+# item; everything else calls it: sor.resolve (items in bulk: POST /v1/resolve, its CSV and
+# NDJSON streams, `sorsync resolve`), the analysts' sor.resolve_code and sor.shak_to_sor, and the
+# API's single lookups and POST /v1/shak/resolve (sorsync/lookup/units.py), which join its
+# answer to the full sor.unit row. So every way of asking gives the same answer
+# (tests/e2e/test_resolve_semantics.py).
 #
-# Each item is answered by a LATERAL subquery: every branch is an index lookup on the views
-# (sor.shak_map.shak, sor.unit.sor_id, .ean, .ydernummer), gated by the item's kind, so a
-# batch costs a few index probes per item whatever its size. Candidates are the units valid on
-# the day (one version each); a candidate whose parent is also a candidate inherits the code
-# from it and is dropped; one unit left = found, several = ambiguous (all of them returned).
+# Every branch is an index lookup on the views (sor.shak_map.shak, sor.unit.sor_id, .ean,
+# .ydernummer), gated by the item's kind, so a batch costs a few index probes per item whatever
+# its size. Candidates are the units valid on the day (one version each); a candidate whose
+# parent is also a candidate inherits the code from it and is dropped; one unit left = found,
+# several = ambiguous (all of them returned).
+# sor.resolve_item has no SET clause and is one SELECT, so PostgreSQL inlines it into the query
+# that calls it (a single lookup stays one plan, cached as a prepared statement, with the
+# branches of other kinds folded away when the kind is a literal).
 RESOLVE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("status", "text"),
     ("sor_id", "bigint"),
@@ -363,10 +370,27 @@ RESOLVE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("valid_from", "date"),
     ("valid_to", "date"),
 )
+# sor.resolve_item's columns: the version it picked (pid, validity as stored) and the unit's own
+# health institution name; sor.resolve looks up the hospital's or practice's name and gives
+# the validity as Danish dates.
+ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("status", "text"),
+    ("sor_id", "bigint"),
+    ("pid", "bigint"),
+    ("name", "text"),
+    ("kind", "text"),
+    ("shak", "text"),
+    ("institution_sor_id", "bigint"),
+    ("health_institution_name", "text"),
+    ("organisational_level_code", "text"),
+    ("organisational_level_name", "text"),
+    ("valid_from", "timestamptz"),
+    ("valid_to", "timestamptz"),
+)
 _RESOLVE_OUT = ", ".join(f"{name} {sql_type}" for name, sql_type in RESOLVE_COLUMNS)
-_AT = "(u.valid_from IS NULL OR u.valid_from <= t.at) AND (u.valid_to IS NULL OR t.at < u.valid_to)"
+_ITEM_OUT = ", ".join(f"{name} {sql_type}" for name, sql_type in ITEM_COLUMNS)
+_AT = "(u.valid_from IS NULL OR u.valid_from <= i.at) AND (u.valid_to IS NULL OR i.at < u.valid_to)"
 _AT_MAP = _AT.replace("u.", "m.")
-_AT_H = _AT.replace("u.", "h.")
 # Only what the answer needs: u.* would also compute SOR2's addresses, specialities and successors.
 _PICK = ", ".join(
     f"u.{c}"
@@ -388,6 +412,9 @@ _PICK = ", ".join(
 )
 _LOCAL = "AT TIME ZONE 'Europe/Copenhagen'"
 # The spellings a ydernummer may be stored under (as sorsync.lookup.ydernummer_variants).
+# Not `ydernummer IS NOT NULL AND …` to fold away the v1 branches without one: with it, PostgreSQL
+# 15 evaluated the array once for a whole batch (every item got the first item's answer;
+# tests/e2e/test_resolve_semantics.py caught it). Those branches stay behind a one-time filter.
 _YDER_VARIANTS = (
     "ARRAY(SELECT lpad(b.bare, w, '0') FROM (SELECT COALESCE(NULLIF(ltrim(i.code, '0'), ''), '0')"
     " AS bare) b, generate_series(length(b.bare), 9) w)"
@@ -395,29 +422,23 @@ _YDER_VARIANTS = (
 
 
 def resolve_functions(mapping: SorMapping) -> tuple[str, ...]:
-    """sor.resolve and the analysts' functions on it (with their comments)."""
+    """sor.resolve_item, sor.resolve and the analysts' functions on them (with comments)."""
     # A SHAK's unit is of the kind shak_map gives it. In the v1 branches both kinds are
     # constants, so the planner skips the sor.unit branches of other kinds (one probe instead
     # of five); SOR2 has one branch, and its shak_map kind (the latest version's) is not used.
     same_kind = f"(u.datatype = {_lit(mapping.role('sorentity').key)} OR u.kind = m.kind)"
+    at_h = _AT.replace("u.", "h.").replace("i.at", "t.at")
     return (
         f"""
-CREATE OR REPLACE FUNCTION sor.resolve(kinds text[], codes text[], days date[])
-RETURNS TABLE (ord bigint, {_RESOLVE_OUT})
-LANGUAGE sql STABLE PARALLEL SAFE
--- The planner's cost for a large batch crosses JIT's threshold; compiling the plan then took
--- seconds for what runs in milliseconds.
-SET jit = off AS $$
-SELECT i.ord,
-       CASE WHEN r.sor_id IS NULL THEN 'not_found' WHEN r.n = 1 THEN 'found'
+CREATE OR REPLACE FUNCTION sor.resolve_item(kind text, code text, on_date date)
+RETURNS TABLE ({_ITEM_OUT})
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+SELECT CASE WHEN r.sor_id IS NULL THEN 'not_found' WHEN r.n = 1 THEN 'found'
             ELSE 'ambiguous' END,
-       r.sor_id, r.name, r.kind, r.shak,
-       COALESCE(r.hospital_sor_id, r.praksis_sor_id),
-       COALESCE(h.name, r.health_institution_name),
-       r.organisational_level_code, r.organisational_level_name,
-       (r.valid_from {_LOCAL})::date, (r.valid_to {_LOCAL})::date
-  FROM unnest(kinds, codes, days) WITH ORDINALITY AS i(kind, code, day, ord)
- CROSS JOIN LATERAL (SELECT sor.day_start(i.day) AS at) t
+       r.sor_id, r.pid, r.name, r.kind, r.shak,
+       COALESCE(r.hospital_sor_id, r.praksis_sor_id), r.health_institution_name,
+       r.organisational_level_code, r.organisational_level_name, r.valid_from, r.valid_to
+  FROM (SELECT $1 AS kind, $2 AS code, sor.day_start($3) AS at) i
   LEFT JOIN LATERAL (
     WITH c AS (
       SELECT DISTINCT ON (u.sor_id) u.*
@@ -439,9 +460,24 @@ SELECT i.ord,
      WHERE c.parent_sor_id IS NULL
         OR NOT EXISTS (SELECT 1 FROM c p WHERE p.sor_id = c.parent_sor_id)
   ) r ON true
+$$""",
+        f"""
+CREATE OR REPLACE FUNCTION sor.resolve(kinds text[], codes text[], days date[])
+RETURNS TABLE (ord bigint, {_RESOLVE_OUT})
+LANGUAGE sql STABLE PARALLEL SAFE
+-- The planner's cost for a large batch crosses JIT's threshold; compiling the plan then took
+-- seconds for what runs in milliseconds.
+SET jit = off AS $$
+SELECT i.ord, r.status, r.sor_id, r.name, r.kind, r.shak, r.institution_sor_id,
+       COALESCE(h.name, r.health_institution_name),
+       r.organisational_level_code, r.organisational_level_name,
+       (r.valid_from {_LOCAL})::date, (r.valid_to {_LOCAL})::date
+  FROM unnest(kinds, codes, days) WITH ORDINALITY AS i(kind, code, day, ord)
+ CROSS JOIN LATERAL sor.resolve_item(i.kind, i.code, i.day) r
+ CROSS JOIN LATERAL (SELECT sor.day_start(i.day) AS at) t
   LEFT JOIN LATERAL (
     SELECT h.name FROM sor.unit h
-     WHERE h.sor_id = COALESCE(r.hospital_sor_id, r.praksis_sor_id) AND {_AT_H}
+     WHERE h.sor_id = r.institution_sor_id AND {at_h}
        AND h.kind IN ('sygehus', 'praksis')
      ORDER BY h.valid_from NULLS FIRST, h.pid LIMIT 1
   ) h ON true
@@ -462,6 +498,10 @@ RETURNS TABLE ({_RESOLVE_OUT})
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
 SELECT * FROM sor.resolve_code('shak', code, on_date)
 $$""",
+        "COMMENT ON FUNCTION sor.resolve_item(text, text, date) IS 'The back-mapping rules for one"
+        " item (kind shak, sor, ean or ydernummer; code as given; a day): one row per unit that"
+        " is the answer (pid = the version valid that day), or one row of NULLs with status"
+        " not_found. sor.resolve, sor.resolve_code and the API all answer through it.'",
         "COMMENT ON FUNCTION sor.resolve(text[], text[], date[]) IS 'Back-mapping in bulk:"
         " item i of (kinds, codes, days) - kind shak, sor, ean or ydernummer - answered as rows"
         " with ord = i: one row per unit; status found, ambiguous (several rows) or not_found"

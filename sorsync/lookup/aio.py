@@ -30,10 +30,12 @@ from sorsync.lookup.status import DATA_VERSION, NO_VERSION, DataVersion
 from sorsync.lookup.units import (
     BY_SHAK,
     EXISTS,
+    RESOLVED,
     TREE_WITH_CHILDREN,
     Unit,
     UnitTree,
     day_start,
+    tree_params,
 )
 
 AsyncConn = psycopg.AsyncConnection[Any]
@@ -65,9 +67,14 @@ async def by_shak(conn: AsyncConn, code: str, day: date) -> list[Unit]:
     return await _units(conn, BY_SHAK, {"code": code, "at": day_start(day)})
 
 
+async def resolved(conn: AsyncConn, kind: str, code: str, day: date) -> list[Unit]:
+    """As `sorsync.lookup.resolved`."""
+    return await _units(conn, RESOLVED[kind], {"code": code, "day": day})
+
+
 async def unit_tree(conn: AsyncConn, sor_id: int, day: date) -> UnitTree | None:
     """As `sorsync.lookup.unit_tree`."""
-    rows = await fetch(conn, TREE_WITH_CHILDREN, {"sor_id": sor_id, "at": day_start(day)})
+    rows = await fetch(conn, TREE_WITH_CHILDREN, tree_params(sor_id, day))
     if not rows:
         return None
     seen: set[int] = set()

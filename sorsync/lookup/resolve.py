@@ -63,41 +63,56 @@ def kind_problem(kind: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One (kind, code, date) to answer: normalised when valid, else as given with `problem`."""
+    """One (kind, code, date) to answer: normalised when valid, else as given with `problem`
+    (and `date_text`, the date as sent, when it was sent but could not be read)."""
 
     kind: str
     code: str
     day: dt.date | None
     problem: str | None = None
+    date_text: str | None = None
+
+    @property
+    def date_shown(self) -> str | None:
+        """The date an answer echoes: the item's, or as sent when it is not a date."""
+        return self.day.isoformat() if self.day is not None else self.date_text
+
+
+def _day(day: Any, default_day: dt.date) -> tuple[dt.date | None, str | None, str | None]:
+    """(date, date as sent if unreadable, problem) of an item's date as given."""
+    if day is None or day == "":
+        return default_day, None, None
+    if isinstance(day, dt.date):
+        return day, None, None
+    if not isinstance(day, str):
+        return None, str(day), f"date {day!r} is not an ISO date YYYY-MM-DD."
+    text = day.strip()
+    if (problem := date_problem(text)) is not None:
+        return None, day, problem
+    return dt.date.fromisoformat(text), None, None
 
 
 def item(kind: Any, code: Any, day: Any, default_day: dt.date) -> Item:
     """Validate one item as given (strings, or None for "not given"): kind, then code, then
-    date, the first problem found wins. The date defaults to `default_day`."""
+    date, the first problem found wins. The date defaults to `default_day`; an invalid item
+    still carries its date (or the date as sent), so that its answer echoes it."""
+    on, date_text, day_problem = _day(day, default_day)
     if not isinstance(code, str):
-        return Item(str(kind or ""), "" if code is None else str(code), None, "code is missing.")
+        code_text = "" if code is None else str(code)
+        return Item(str(kind or ""), code_text, on, "code is missing.", date_text)
     if kind is None or kind == "":
         kind = "shak"  # what the existing SHAK jobs send
     if not isinstance(kind, str):
-        return Item(str(kind), code, None, kind_problem(str(kind)))
+        return Item(str(kind), code, on, kind_problem(str(kind)), date_text)
     if kind_problem(kind.strip().lower()) is not None:
-        return Item(kind, code, None, kind_problem(kind))
+        return Item(kind, code, on, kind_problem(kind), date_text)
     kind = kind.strip().lower()
     code = code.strip()
     if kind == "shak":
         code = identifiers.normalise_shak(code)
     if (problem := code_problem(kind, code)) is not None:
-        return Item(kind, code, None, problem)
-    if day is None or day == "":
-        return Item(kind, code, default_day)
-    if isinstance(day, dt.date):
-        return Item(kind, code, day)
-    if not isinstance(day, str):
-        return Item(kind, code, None, f"date {day!r} is not an ISO date YYYY-MM-DD.")
-    day = day.strip()
-    if (problem := date_problem(day)) is not None:
-        return Item(kind, code, None, problem)
-    return Item(kind, code, dt.date.fromisoformat(day))
+        return Item(kind, code, on, problem, date_text)
+    return Item(kind, code, on, day_problem, date_text)
 
 
 class ResolvedUnit(NamedTuple):
@@ -245,7 +260,7 @@ def answer_json(a: Answer) -> dict[str, Any]:
     out: dict[str, Any] = {
         "code": it.code,
         "kind": it.kind,
-        "date": None if it.day is None else it.day.isoformat(),
+        "date": it.date_shown,
         "status": a.status,
         "units": [unit_json(u) for u in a.units],
     }

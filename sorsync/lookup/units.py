@@ -166,6 +166,7 @@ _MAP_VALID = _VALID.replace("u.", "m.")
 _UNITS_OF_MAP = (
     f"CROSS JOIN LATERAL (SELECT * FROM sor.unit u WHERE u.sor_id = m.sor_id AND {_VALID}) u"
 )
+# Every unit carrying the code that day (a search: the UI's and FHIR's, not the API's answer).
 BY_SHAK = (
     f"SELECT {_U_COLUMNS} FROM (SELECT DISTINCT m.sor_id FROM sor.shak_map m"
     f" WHERE m.shak = %(code)s AND {_MAP_VALID}) m {_UNITS_OF_MAP} {_ORDER}"
@@ -173,25 +174,53 @@ BY_SHAK = (
 
 
 def by_shak(conn: Connection, code: str, day: date) -> list[Unit]:
-    """Units carrying SHAK `code` on `day` (SHAK → SOR is 1:N), ordered by SOR id."""
+    """Every unit carrying SHAK `code` on `day` (SHAK → SOR is 1:N), ordered by SOR id; a
+    child that inherits its parent's code is listed too (`resolved` leaves it out)."""
     return _units(conn, BY_SHAK, {"code": code, "at": day_start(day)})
 
 
-RESOLVE = (
-    f"SELECT m.shak, {_U_COLUMNS} FROM (SELECT DISTINCT m.shak, m.sor_id FROM sor.shak_map m"
-    f" WHERE m.shak = ANY(%(codes)s) AND {_MAP_VALID}) m {_UNITS_OF_MAP}"
-    f" ORDER BY m.shak, u.sor_id, u.valid_from NULLS FIRST, u.pid"
+# The answer for a code of a kind on a day, by the back-mapping rules (the SQL function
+# sor.resolve_item, sorsync/db/views.py: the one implementation that sor.resolve, the API's
+# single lookups and its batches share), as full rows of the versions it picked. The kind is a
+# literal so that PostgreSQL, inlining the function, folds away the other kinds' branches and
+# the prepared statement's generic plan stays a few index probes.
+# OFFSET 0 keeps the subquery a LATERAL probe per answer (an index scan in each branch of
+# sor.unit): pulled up into a join, the generic plan hash-joined whole tables.
+_OF_ITEM = (
+    "CROSS JOIN LATERAL (SELECT * FROM sor.unit u WHERE u.sor_id = r.sor_id AND u.pid = r.pid"
+    " OFFSET 0) u"
 )
+RESOLVED = {
+    kind: f"SELECT {_U_COLUMNS} FROM sor.resolve_item('{kind}', %(code)s, %(day)s) r {_OF_ITEM}"
+    " ORDER BY u.sor_id"
+    for kind in ("shak", "sor", "ean", "ydernummer")
+}
+
+
+def resolved(conn: Connection, kind: str, code: str, day: date) -> list[Unit]:
+    """The units that answer `code` of `kind` (shak, sor, ean, ydernummer; validated and
+    normalised by the caller) on `day`: one when found, several when ambiguous, none when not
+    found; a candidate whose parent is also one is left out (docs/back-mapping.md)."""
+    return _units(conn, RESOLVED[kind], {"code": code, "day": day})
+
+
+# The answer to many SHAK codes: sor.resolve_item for each (codes de-duplicated by the caller).
+_RESOLVED_MANY = (
+    "FROM unnest(%(codes)s::text[]) AS c(code)"
+    " CROSS JOIN LATERAL sor.resolve_item('shak', c.code, %(day)s) r"
+)
+RESOLVE = f"SELECT c.code, {_U_COLUMNS} {_RESOLVED_MANY} {_OF_ITEM} ORDER BY c.code, u.sor_id"
 
 
 def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, list[Unit]]:
-    """Many SHAK codes in one round trip: code → units valid on `day` (codes without any unit
-    are absent from the result). Callers validate and de-duplicate the codes."""
+    """Many SHAK codes in one round trip: code → the units that answer it on `day` (as
+    `resolved`; codes without any are absent from the result). Callers validate and
+    de-duplicate the codes."""
     found: dict[str, list[Unit]] = {}
     if not codes:
         return found
     make = Unit._make
-    for row in fetch(conn, RESOLVE, {"codes": codes, "at": day_start(day)}):
+    for row in fetch(conn, RESOLVE, {"codes": codes, "day": day}):
         found.setdefault(row[0], []).append(make(row[1:]))
     return found
 
@@ -200,17 +229,14 @@ def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, lis
 # and grouped per code: for 10 000 codes PostgreSQL writes the JSON in a fraction of the time
 # Python takes to build and serialise 10 000 dicts. A row constructor keeps the JSON compact;
 # dates are the Danish calendar day the stored instant falls on (as `local_date`).
-# `= ANY` rather than a join with unnest: the planner folds away the branches of sor.unit whose
-# shak is NULL and filters the rest with a hashed array, instead of hash-joining every unit
-# (query -15 to -20 %). The codes travel as one comma-separated text, which PostgreSQL splits
-# while planning: psycopg's list dumper took ~10 % of a 10 000-code request.
+# The codes travel as one comma-separated text, which PostgreSQL splits while planning:
+# psycopg's list dumper took ~10 % of a 10 000-code request.
 # The SOR2 facts of api.schemas.unit_json, but not the addresses: their WGS84 coordinates are
 # projected in Python (pyproj), so a batch answer carries the unit without them.
 RESOLVE_JSON = f"""
-SELECT m.shak, json_agg(j ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)::text
-  FROM (SELECT DISTINCT m.shak, m.sor_id FROM sor.shak_map m
-         WHERE m.shak = ANY(string_to_array(%(codes)s, ',')) AND {_MAP_VALID}) m
- {_UNITS_OF_MAP}
+SELECT c.code, json_agg(j ORDER BY u.sor_id)::text
+  {_RESOLVED_MANY.replace("%(codes)s::text[]", "string_to_array(%(codes)s, ',')")}
+ {_OF_ITEM}
  CROSS JOIN LATERAL (
     SELECT u.sor_id::text AS sor_id, u.kind, u.name, u.shak, u.ydernummer, u.ean::text AS ean,
            u.parent_sor_id::text AS parent_sor_id, u.hospital_sor_id::text AS hospital_sor_id,
@@ -239,7 +265,7 @@ SELECT m.shak, json_agg(j ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)::t
            u.specialities,
            (SELECT array_agg(r::text) FROM unnest(u.replaced_by) r) AS replaced_by
   ) j
- GROUP BY m.shak
+ GROUP BY c.code
 """
 
 
@@ -250,14 +276,18 @@ def resolve_shak_json(conn: Connection, codes: list[str], day: date) -> dict[str
     joined = ",".join(codes)
     if joined.count(",") != len(codes) - 1:
         raise ValueError("a SHAK code cannot contain a comma; validate the codes first")
-    return dict(fetch(conn, RESOLVE_JSON, {"codes": joined, "at": day_start(day)}))
+    # JIT off, as sor.resolve sets it: the plan's cost for many codes crosses JIT's threshold,
+    # and compiling it took seconds (10 000 codes: 7 s instead of 0.5 s).
+    fetch(conn, "SELECT set_config('jit', 'off', true)", {})
+    return dict(fetch(conn, RESOLVE_JSON, {"codes": joined, "day": day}))
 
 
-# The unit valid on the day plus its ancestors, nearest first. `depth` guards against a cycle
-# in the data; each step is an index scan on sor_nummer of the parent's replica table.
+# The unit valid on the day (the answer sor.resolve_item gives for the SOR id, as `resolved`)
+# plus its ancestors, nearest first. `depth` guards against a cycle in the data; each step is an
+# index scan on sor_nummer of the parent's replica table.
 TREE = f"""
 WITH RECURSIVE chain AS (
-    SELECT 0 AS depth, {_U_COLUMNS} FROM sor.unit u WHERE u.sor_id = %(sor_id)s AND {_VALID}
+    SELECT 0 AS depth, {_U_COLUMNS} FROM sor.resolve_item('sor', %(code)s, %(day)s) r {_OF_ITEM}
     UNION ALL
     SELECT c.depth + 1, {_U_COLUMNS}
       FROM chain c JOIN sor.unit u ON u.sor_id = c.parent_sor_id
@@ -284,10 +314,14 @@ TREE_WITH_CHILDREN = TREE.replace(
 assert TREE_WITH_CHILDREN != TREE
 
 
+def tree_params(sor_id: int, day: date) -> dict[str, Any]:
+    return {"sor_id": sor_id, "code": str(sor_id), "day": day, "at": day_start(day)}
+
+
 def unit_tree(conn: Connection, sor_id: int, day: date) -> UnitTree | None:
     """The unit `sor_id` on `day` with ancestors up to its hospital/practice and the SOR ids
     of its children valid that day; None if no version of it is valid that day."""
-    params = {"sor_id": sor_id, "at": day_start(day)}
+    params = tree_params(sor_id, day)
     chain = _units(conn, TREE, params)
     if not chain:
         return None

@@ -52,6 +52,35 @@ def test_grant_readonly(engine: Engine, sor_data: SorData, role: str) -> None:
     grant_readonly(engine, role)  # idempotent
 
 
+def test_grant_readonly_functions(engine: Engine, sor_data: SorData, role: str) -> None:
+    """The role may call the back-mapping functions, even where PUBLIC may not (a hardened
+    database), and functions created later too (default privileges)."""
+    call = "SELECT status, sor_id::text FROM sor.shak_to_sor('800110', DATE '2020-01-01')"
+    with engine.begin() as conn:
+        conn.execute(text("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA sor FROM PUBLIC"))
+    try:
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            _as_role(engine, role, call)
+        grant_readonly(engine, role)
+        assert _as_role(engine, role, call) == [("found", sor_data.department)]
+        kinds = "SELECT status FROM sor.resolve_code('ean', :gln, DATE '2020-01-01')"
+        with engine.connect() as conn:
+            conn.execute(text("SELECT set_config('role', :r, true)"), {"r": role})
+            got = conn.execute(text(kinds), {"gln": sor_data.hospital_gln}).scalars().all()
+            conn.rollback()
+        assert got == ["found"]
+        with engine.begin() as conn:
+            conn.execute(
+                text("CREATE FUNCTION sor.later_one() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+            )
+            conn.execute(text("REVOKE EXECUTE ON FUNCTION sor.later_one() FROM PUBLIC"))
+        assert _as_role(engine, role, "SELECT sor.later_one()") == [(1,)]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP FUNCTION IF EXISTS sor.later_one()"))
+            conn.execute(text("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA sor TO PUBLIC"))
+
+
 def test_grant_unknown_role(engine: Engine) -> None:
     with pytest.raises(GrantError, match="does not exist"):
         grant_readonly(engine, "no such role " + uuid.uuid4().hex)

@@ -62,7 +62,7 @@ def test_lookups(engine: Engine, sor_data: SorData) -> None:
         ]
         found = lookup.resolve_shak(conn, ["800120", "8001", "0000"], day)
         assert sorted(found) == ["8001", "800120"]
-        assert len(found["800120"]) == 2
+        assert len(found["800120"]) == 1  # the child inherits the code: its parent answers
         as_json = lookup.resolve_shak_json(conn, ["800120", "8001", "0000", ""], day)
         assert sorted(as_json) == ["8001", "800120"]
         assert [u["sor_id"] for u in json.loads(as_json["800120"])] == [
@@ -83,13 +83,23 @@ def test_lookups(engine: Engine, sor_data: SorData) -> None:
         }
 
 
-AT = lookup.day_start(dt.date(2024, 1, 1))
+DAY = dt.date(2024, 1, 1)
+AT = lookup.day_start(DAY)
 SEARCH_BY_NAME = "SELECT sor_id FROM sor.unit u WHERE u.name ILIKE %(p)s"
 PLANS: list[tuple[str, str, dict[str, Any]]] = [
     ("shak", q.BY_SHAK, {"code": "8001", "at": AT}),
-    ("resolve", q.RESOLVE, {"codes": ["8001", "800110"], "at": AT}),
-    ("resolve json", q.RESOLVE_JSON, {"codes": "8001,800110", "at": AT}),
-    ("sor+ancestors", q.TREE, {"sor_id": 347811000016004, "at": AT}),
+    ("resolve", q.RESOLVE, {"codes": ["8001", "800110"], "day": DAY}),
+    ("resolve json", q.RESOLVE_JSON, {"codes": "8001,800110", "day": DAY}),
+    ("sor+ancestors", q.TREE, q.tree_params(347811000016004, DAY)),
+    *(
+        (f"resolved {kind}", sql, {"code": code, "day": DAY})
+        for kind, sql, code in (
+            ("shak", q.RESOLVED["shak"], "8001"),
+            ("sor", q.RESOLVED["sor"], "347811000016004"),
+            ("ean", q.RESOLVED["ean"], "5790000000012"),
+            ("ydernummer", q.RESOLVED["ydernummer"], "019062"),
+        )
+    ),
     ("children", q.CHILDREN, {"sor_id": 347811000016004, "at": AT}),
     ("history", q.HISTORY, {"sor_id": 347811000016004}),
     ("yder", q.BY_YDER, {"numbers": ["19062", "019062"], "at": AT}),
@@ -110,5 +120,8 @@ def test_every_lookup_uses_indexes(
         conn.execute(text("SET LOCAL enable_seqscan = off"))
         plan = "\n".join(row[0] for row in q.fetch(conn, "EXPLAIN " + sql, params))
         conn.rollback()
-    assert "Seq Scan" not in plan, plan
+    # sor.resolve_item's ydernummer branch: the v1 tables without a ydernummer sit behind a
+    # one-time filter that is false (`NULL = ANY(…)`), so their scans never run.
+    gated = plan.count("One-Time Filter: (NULL::text = ANY")
+    assert plan.count("Seq Scan") == gated, plan
     assert "Index" in plan

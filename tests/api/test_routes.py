@@ -83,8 +83,10 @@ def test_shak_before_validity_is_404(api_client: TestClient, sor_data: SorData) 
 
 
 def test_shak_on_two_units(api_client: TestClient, sor_data: SorData) -> None:
+    # The child carries its parent's code: the parent is the answer (the back-mapping rules,
+    # as POST /v1/resolve and sor.resolve give it; tests/e2e/test_resolve_semantics.py).
     r = api_client.get("/v1/shak/800120?date=2020-01-01")
-    assert sor_ids(r.json()["units"]) == [sor_data.emergency, sor_data.emergency_unit]
+    assert sor_ids(r.json()["units"]) == [sor_data.emergency]
     # before the second unit opened only the first carries the code
     r = api_client.get("/v1/shak/800120?date=2018-05-31")
     assert sor_ids(r.json()["units"]) == [sor_data.emergency]
@@ -116,7 +118,7 @@ def test_resolve_in_order(api_client: TestClient, sor_data: SorData) -> None:
         ("800120", "found"),
         ("8001102", "found"),  # closed 2020-01-01, still valid in 2019
     ]
-    assert sor_ids(r.json()["results"][0]["units"]) == [sor_data.emergency, sor_data.emergency_unit]
+    assert sor_ids(r.json()["results"][0]["units"]) == [sor_data.emergency]
     assert r.json()["results"][1]["detail"]
     assert r.json()["results"][2]["units"] == []
 
@@ -305,7 +307,8 @@ def test_ean_inherited(api_client: TestClient, sor_data: SorData) -> None:
     r = api_client.get(f"/v1/ean/{sor_data.praksis_gln}")
     assert r.status_code == 200
     body = EanResponse.model_validate(r.json())
-    assert [u.sor_id for u in body.units] == [sor_data.praksis, sor_data.yder]
+    # The yder inherits the practice's EAN: the practice is the answer (as POST /v1/resolve).
+    assert [u.sor_id for u in body.units] == [sor_data.praksis]
     assert {u.ean for u in body.units} == {sor_data.praksis_gln}
     apotek = api_client.get(f"/v1/ean/{sor_data.apotek_gln}").json()
     assert [(u["kind"], u["name"]) for u in apotek["units"]] == [("apotek", "Testby Apotek")]
