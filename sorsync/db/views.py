@@ -32,7 +32,7 @@ from sorsync.db.locks import advisory_lock
 from sorsync.db.models import KRS_SCHEMA
 from sorsync.mapping import DatatypeMapping, Kind, SorMapping
 
-VERSION = 3  # bump when the SQL below changes, so every database rebuilds its views
+VERSION = 4  # bump when the SQL below changes, so every database rebuilds its views
 LOCK_NAME = "views"
 OPEN_END = "DATE '2999-01-01'"  # NSP writes 2999-12-31 (or 9999-12-31) for "no end"
 

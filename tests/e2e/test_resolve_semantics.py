@@ -8,7 +8,7 @@ the first valid day, the first day, the last day and the day after (sor.unit's v
 start of the first day no longer valid: SOR2's ToDate is inclusive, docs/sor2.md).
 
 Every way of asking is one function in WAYS, (context, cases) → one Outcome per case; the
-single lookup routes are the reference. A new way (e.g. `sorsync resolve`) is one more entry.
+single lookup routes are the reference. A new way is one more entry.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -160,12 +163,38 @@ def sql_functions(ctx: Context, cases: list[Case]) -> list[Outcome | None]:
     return out
 
 
+def resolve_command(ctx: Context, cases: list[Case]) -> list[Outcome]:
+    """`sorsync resolve` as an analyst runs it: a CSV on stdin against the replica, no API."""
+    body = io.StringIO()
+    writer = csv.writer(body, lineterminator="\n")
+    writer.writerow(["code", "kind", "date"])
+    writer.writerows([c.code, c.kind, str(c.day)] for c in cases)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SORSYNC_")}
+    env["SORSYNC_DATABASE_URL"] = ctx.engine.url.render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "sorsync", "resolve", "-"],
+        input=body.getvalue().encode(),
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    rows = list(csv.DictReader(io.StringIO(done.stdout.decode())))
+    assert len(rows) == len(cases)
+    return [
+        (row["status"], tuple(row["sor_id"].split(rs.JOIN)) if row["sor_id"] else ())
+        for row in rows
+    ]
+
+
 Way = Callable[[Context, list[Case]], list[Outcome] | list[Outcome | None]]
 WAYS: dict[str, Way] = {
     "POST /v1/resolve JSON": resolve_json,
     "POST /v1/resolve CSV": resolve_csv,
     "POST /v1/shak/resolve": shak_resolve,
     "SQL sor.shak_to_sor / sor.resolve_code": sql_functions,
+    "sorsync resolve": resolve_command,
 }
 
 
