@@ -494,41 +494,19 @@ def apply_sor2(
                 set_field(table, row, "ToDate", last_day)
             c.closed += 1
 
-    if REPLACED in store.tables:
-        table = store.table(REPLACED)
-        c = counts[REPLACED] = Sor2Counts()
-        for (old, new_id), new in records.replaced.items():
-            c.records += 1
-            live = [
-                r
-                for r in table.versions(old)
-                if r.values.get("ReplacedBySorId") == new_id and _is_open(r.values, end_of_time)
-            ]
-            if not live:
-                write(table, new, None)
-                c.inserted += 1
-            elif _content(live[0].values) == _content(new):
-                c.unchanged += 1
-            else:
-                write(table, new, live[0].pid)
-                c.updated += 1
-        for row in list(table):
-            pair = (row.values.get("SorId"), row.values.get("ReplacedBySorId"))
-            if pair not in records.replaced and _is_open(row.values, end_of_time):
-                set_field(table, row, VALID_TO, now)  # the link is gone from NSP's table
-                c.closed += 1
-
-    if EANLOCATION in store.tables:
-        # A code is one row per (unit, code), changed in place; one that is gone from the
-        # snapshot stops being current in NSP's table.
-        table = store.table(EANLOCATION)
-        c = counts[EANLOCATION] = Sor2Counts()
-        for (sor_id, ean), new in records.ean.items():
+    def reconcile_pairs(
+        name: str, wanted: Mapping[tuple[Any, Any], dict[str, object]], field: str
+    ) -> None:
+        """A table of (SorId, `field`) pairs, one row a pair, changed in place; a pair that is
+        gone from the snapshot stops being current in NSP's table."""
+        table = store.table(name)
+        c = counts[name] = Sor2Counts()
+        for (sor_id, other), new in wanted.items():
             c.records += 1
             live = [
                 r
                 for r in table.versions(sor_id)
-                if r.values.get("EanLocationCode") == ean and _is_open(r.values, end_of_time)
+                if r.values.get(field) == other and _is_open(r.values, end_of_time)
             ]
             if not live:
                 write(table, new, None)
@@ -539,10 +517,15 @@ def apply_sor2(
                 write(table, new, live[0].pid)
                 c.updated += 1
         for row in list(table):
-            pair = (row.values.get("SorId"), row.values.get("EanLocationCode"))
-            if pair not in records.ean and _is_open(row.values, end_of_time):
+            pair = (row.values.get("SorId"), row.values.get(field))
+            if pair not in wanted and _is_open(row.values, end_of_time):
                 set_field(table, row, VALID_TO, now)
                 c.closed += 1
+
+    if REPLACED in store.tables:
+        reconcile_pairs(REPLACED, records.replaced, "ReplacedBySorId")
+    if EANLOCATION in store.tables:
+        reconcile_pairs(EANLOCATION, records.ean, "EanLocationCode")
     return counts
 
 
