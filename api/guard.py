@@ -62,6 +62,39 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        if self.cycle is not None:
+            self._watch_for_cut_off(self.cycle)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """The client closed its write side. Mid-body of an answer already begun, the body is
+        cut off: keep the connection open for the rest of the answer (a streamed POST
+        /v1/resolve ends with an error row saying so, api/routes/resolve.py), and close it once
+        that is sent. Otherwise close, as uvicorn does (before an answer has begun there is none
+        worth sending: the client stopped mid-request)."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.more_body:
+            return None
+        if not cycle.response_started:
+            return None
+        cycle.body_cut_off = True  # type: ignore[attr-defined]
+        cycle.keep_alive = False
+        cycle.message_event.set()
+        return True
+
+    @staticmethod
+    def _watch_for_cut_off(cycle: Any) -> None:
+        """Once the body is cut off (eof_received) and what came of it was read, the app's next
+        receive() is http.disconnect, which Starlette reports as ClientDisconnect. Set before
+        the app's task first runs, so the app gets this receive."""
+        read = cycle.receive
+        cycle.body_cut_off = False
+
+        async def receive() -> Any:
+            if cycle.body_cut_off and not cycle.body:
+                return {"type": "http.disconnect"}
+            return await read()
+
+        cycle.receive = receive
 
     def _arm(self) -> None:
         self._disarm()

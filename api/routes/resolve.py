@@ -296,13 +296,20 @@ async def _csv_answers(
 
     items: list[rs.Item] = []
     try:
-        async for row in records():
-            if not row or not any(cell.strip() for cell in row):
-                continue  # a blank line
-            items.append(parse(row))
-            if len(items) >= rs.CHUNK:
+        try:
+            async for row in records():
+                if not row or not any(cell.strip() for cell in row):
+                    continue  # a blank line
+                items.append(parse(row))
+                if len(items) >= rs.CHUNK:
+                    yield rows_of(await _answered(items, db, metrics, cache))
+                    items = []
+        except StreamError:
+            # The rows read before the problem are answered first: the error row says
+            # every row above it was answered.
+            if items:
                 yield rows_of(await _answered(items, db, metrics, cache))
-                items = []
+            raise
         if items:
             yield rows_of(await _answered(items, db, metrics, cache))
         else:
@@ -364,23 +371,29 @@ async def ndjson_stream(
 
     items: list[rs.Item] = []
     try:
-        async for block in blocks:
-            for line in block.splitlines():
-                line_no += 1
-                if not line.strip():
-                    continue
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    items.append(_unreadable_line(line, line_no, f"is not JSON ({exc})"))
-                else:
-                    if isinstance(obj, dict):
-                        items.append(_from_object(obj, default_kind, default_day, line_no))
+        try:
+            async for block in blocks:
+                for line in block.splitlines():
+                    line_no += 1
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        items.append(_unreadable_line(line, line_no, f"is not JSON ({exc})"))
                     else:
-                        items.append(_unreadable_line(line, line_no, "is not a JSON object"))
-                if len(items) >= rs.CHUNK:
-                    yield lines_of(await _answered(items, db, metrics, cache))
-                    items = []
+                        if isinstance(obj, dict):
+                            items.append(_from_object(obj, default_kind, default_day, line_no))
+                        else:
+                            items.append(_unreadable_line(line, line_no, "is not a JSON object"))
+                    if len(items) >= rs.CHUNK:
+                        yield lines_of(await _answered(items, db, metrics, cache))
+                        items = []
+        except StreamError:
+            # As in _csv_answers: the lines read before the problem are answered first.
+            if items:
+                yield lines_of(await _answered(items, db, metrics, cache))
+            raise
         if items:
             yield lines_of(await _answered(items, db, metrics, cache))
     except Exception as exc:
