@@ -32,7 +32,7 @@ from sorsync.db.locks import advisory_lock
 from sorsync.db.models import KRS_SCHEMA
 from sorsync.mapping import DatatypeMapping, Kind, SorMapping
 
-VERSION = 4  # bump when the SQL below changes, so every database rebuilds its views
+VERSION = 5  # bump when the SQL below changes, so every database rebuilds its views
 LOCK_NAME = "views"
 OPEN_END = "DATE '2999-01-01'"  # NSP writes 2999-12-31 (or 9999-12-31) for "no end"
 
@@ -156,6 +156,10 @@ _V1_BRANCHES = (
         " ap.telefon, ap.email, ap.www, NULL::text, NULL::text",
     ),
 )
+
+
+# The kinds of the five v1 branches (their second column), in the same order.
+V1_KINDS = tuple(columns.split(", ")[1].split("'")[1] for _, _, columns in _V1_BRANCHES)
 
 
 def _kind(e: str) -> str:
@@ -421,12 +425,30 @@ _YDER_VARIANTS = (
 )
 
 
-def resolve_functions(mapping: SorMapping) -> tuple[str, ...]:
+def _shak_candidates(mapping: SorMapping, sources: Sources) -> str:
+    """The SHAK branch of sor.resolve_item: the units shak_map gives the code, valid that day.
+
+    A SHAK's unit is of the kind shak_map gives it. SOR2 has one sor.unit branch, and its
+    shak_map kind (the latest version's) is not used. With v1 units and shak_map read from them,
+    a join of the two views on `u.kind = m.kind` probed all five unit tables for every hit (the
+    kind differs between shak_map's branches, so the planner cannot drop any); one branch per
+    kind, with the kind a constant on both sides, leaves one table each (the same rows).
+    """
+    head = (
+        f"SELECT {_PICK} FROM sor.shak_map m JOIN sor.unit u ON u.sor_id = m.sor_id"
+        f" WHERE i.kind = 'shak' AND m.shak = i.code AND {_AT_MAP} AND {_AT}"
+    )
+    if sources.sor2_units or sources.shak_from_map:
+        same_kind = f"(u.datatype = {_lit(mapping.role('sorentity').key)} OR u.kind = m.kind)"
+        return f"{head}\n                 AND {same_kind}"
+    return "\n              UNION ALL\n              ".join(
+        f"{head}\n                 AND m.kind = {_lit(kind)} AND u.kind = {_lit(kind)}"
+        for kind in V1_KINDS
+    )
+
+
+def resolve_functions(mapping: SorMapping, sources: Sources) -> tuple[str, ...]:
     """sor.resolve_item, sor.resolve and the analysts' functions on them (with comments)."""
-    # A SHAK's unit is of the kind shak_map gives it. In the v1 branches both kinds are
-    # constants, so the planner skips the sor.unit branches of other kinds (one probe instead
-    # of five); SOR2 has one branch, and its shak_map kind (the latest version's) is not used.
-    same_kind = f"(u.datatype = {_lit(mapping.role('sorentity').key)} OR u.kind = m.kind)"
     at_h = _AT.replace("u.", "h.").replace("i.at", "t.at")
     return (
         f"""
@@ -442,9 +464,7 @@ SELECT CASE WHEN r.sor_id IS NULL THEN 'not_found' WHEN r.n = 1 THEN 'found'
   LEFT JOIN LATERAL (
     WITH c AS (
       SELECT DISTINCT ON (u.sor_id) u.*
-        FROM (SELECT {_PICK} FROM sor.shak_map m JOIN sor.unit u ON u.sor_id = m.sor_id
-               WHERE i.kind = 'shak' AND m.shak = i.code AND {_AT_MAP} AND {_AT}
-                 AND {same_kind}
+        FROM ({_shak_candidates(mapping, sources)}
               UNION ALL
               SELECT {_PICK} FROM sor.unit u
                WHERE i.kind = 'sor' AND u.sor_id = sor.as_bigint(i.code) AND {_AT}
@@ -597,7 +617,7 @@ def statements(
         unit_link_view(mapping, sources),
         UNIT_CURRENT,
         shak_map_view(mapping, sources),
-        *resolve_functions(mapping),
+        *resolve_functions(mapping, sources),
     ]
     out += [statement for _, statement in index_statements(mapping).values()]
     out += _comments(mapping, sources)
