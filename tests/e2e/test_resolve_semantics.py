@@ -34,15 +34,11 @@ from sorsync.db import views
 from sorsync.krs.client import KrsClient
 from sorsync.lookup import resolve as rs
 from sorsync.mapping import default_mapping
-from sorsync.simulator.demo import load_demo
 from sorsync.simulator.server import serve_in_thread
-from sorsync.simulator.sor2 import SHAKSORMAP
-from sorsync.simulator.store import Store
 from sorsync.sync import sync
 from tests.fixtures.api import empty_replica
-from tests.fixtures.simulator import add_rows
+from tests.fixtures.simulator import AMBIGUOUS_SHAK, demo_store
 
-AMBIGUOUS_SHAK = "ZZ02"  # SOR2 only: mapped to two unrelated units, overlapping in 2021
 INVALID = [
     ("shak", "AB!1"),
     ("shak", "12345"),
@@ -209,24 +205,8 @@ def expected(way: str, reference: Outcome) -> Outcome:
 
 @pytest.fixture(scope="module", params=["v1", "sor2"])
 def replica(request: pytest.FixtureRequest, engine: Engine) -> Iterator[str]:
-    store = Store()
-    load_demo(store)
+    store = demo_store()  # with AMBIGUOUS_SHAK, which only the SOR2 datatypes carry
     keys = [*V1_DATATYPES, *(SOR2_DATATYPES if request.param == "sor2" else ())]
-    if request.param == "sor2":
-        sor_ids = sorted(
-            int(str(row.values["SorId"]))
-            for row in store.table("sor/v2/sorentity/v1")
-            if row.values.get("SorType") == "SI" and row.values.get("ToDate") is None
-        )[:2]
-        add_rows(
-            store,
-            SHAKSORMAP,
-            [
-                {"ShakId": AMBIGUOUS_SHAK, "SorId": str(sor_ids[0]), "FromDate": "2020-01-01",
-                 "ToDate": "2021-12-31"},
-                {"ShakId": AMBIGUOUS_SHAK, "SorId": str(sor_ids[1]), "FromDate": "2021-01-01"},
-            ],
-        )  # fmt: skip
     dts = [datatype(key) for key in keys]
     handle = serve_in_thread(store)
     empty_replica(engine)

@@ -30,16 +30,12 @@ from sorsync.datatypes import lookup as datatype
 from sorsync.db import views
 from sorsync.krs.client import KrsClient
 from sorsync.mapping import default_mapping
-from sorsync.simulator.demo import load_demo
 from sorsync.simulator.server import serve_in_thread
-from sorsync.simulator.sor2 import SHAKSORMAP
-from sorsync.simulator.store import Store
 from sorsync.sync import sync
 from tests.fixtures.api import empty_replica
 from tests.fixtures.serve import serve_process
-from tests.fixtures.simulator import add_rows
+from tests.fixtures.simulator import AMBIGUOUS_SHAK, demo_store
 
-AMBIGUOUS_SHAK = "ZZ02"  # mapped to two unrelated units, overlapping in 2021
 TOTAL = 100_000
 HOLD = 20_000  # items sent before the sender waits for the first answer bytes
 PIECE = 1_000  # items a write
@@ -50,22 +46,7 @@ CUT = "the request body was cut off before its end"
 @pytest.fixture(scope="module")
 def base(engine: Engine, database_url: str) -> Iterator[str]:
     """`sorsync serve` on the demo data synced from the simulator (v1 and SOR2 datatypes)."""
-    store = Store()
-    load_demo(store)
-    sor_ids = sorted(
-        int(str(row.values["SorId"]))
-        for row in store.table("sor/v2/sorentity/v1")
-        if row.values.get("SorType") == "SI" and row.values.get("ToDate") is None
-    )[:2]
-    add_rows(
-        store,
-        SHAKSORMAP,
-        [
-            {"ShakId": AMBIGUOUS_SHAK, "SorId": str(sor_ids[0]), "FromDate": "2020-01-01",
-             "ToDate": "2021-12-31"},
-            {"ShakId": AMBIGUOUS_SHAK, "SorId": str(sor_ids[1]), "FromDate": "2021-01-01"},
-        ],
-    )  # fmt: skip
+    store = demo_store()
     dts = [datatype(key) for key in (*V1_DATATYPES, *SOR2_DATATYPES)]
     handle = serve_in_thread(store)
     empty_replica(engine)
