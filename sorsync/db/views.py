@@ -32,7 +32,7 @@ from sorsync.db.locks import advisory_lock
 from sorsync.db.models import KRS_SCHEMA
 from sorsync.mapping import DatatypeMapping, Kind, SorMapping
 
-VERSION = 5  # bump when the SQL below changes, so every database rebuilds its views
+VERSION = 6  # bump when the SQL below changes, so every database rebuilds its views
 LOCK_NAME = "views"
 OPEN_END = "DATE '2999-01-01'"  # NSP writes 2999-12-31 (or 9999-12-31) for "no end"
 
@@ -346,21 +346,20 @@ SELECT m.shak, m.sor_id, (SELECT u.kind FROM sor.unit u WHERE u.sor_id = m.sor_i
 # --- resolving (code, date) pairs -------------------------------------------------------------
 
 # The one implementation of the back-mapping rules (docs/back-mapping.md): which units a code of
-# a kind has on a day, and which of them are the answer. sor.resolve_item holds them for one
-# item; everything else calls it: sor.resolve (items in bulk: POST /v1/resolve, its CSV and
-# NDJSON streams, `sorsync resolve`), the analysts' sor.resolve_code and sor.shak_to_sor, and the
-# API's single lookups and POST /v1/shak/resolve (sorsync/lookup/units.py), which join its
-# answer to the full sor.unit row. So every way of asking gives the same answer
-# (tests/e2e/test_resolve_semantics.py).
+# a kind has on a day, and which of them are the answer. _rules writes them once, over a set of
+# items; sor.resolve_items applies them to a batch and sor.resolve_item to one item. Everything
+# else calls those: sor.resolve (batches: POST /v1/resolve, its CSV and NDJSON streams,
+# `sorsync resolve`), the analysts' sor.resolve_code and sor.shak_to_sor, and the API's single
+# lookups and POST /v1/shak/resolve (sorsync/lookup/units.py), which join the answer to the full
+# sor.unit row. So every way of asking gives the same answer (tests/e2e/test_resolve_semantics.py).
 #
 # Every branch is an index lookup on the views (sor.shak_map.shak, sor.unit.sor_id, .ean,
-# .ydernummer), gated by the item's kind, so a batch costs a few index probes per item whatever
-# its size. Candidates are the units valid on the day (one version each); a candidate whose
-# parent is also a candidate inherits the code from it and is dropped; one unit left = found,
-# several = ambiguous (all of them returned).
-# sor.resolve_item has no SET clause and is one SELECT, so PostgreSQL inlines it into the query
-# that calls it (a single lookup stays one plan, cached as a prepared statement, with the
-# branches of other kinds folded away when the kind is a literal).
+# .ydernummer), gated by the item's kind. Candidates are the units valid on the day (one version
+# each); a candidate whose parent is also a candidate inherits the code from it and is dropped;
+# one unit left = found, several = ambiguous (all of them returned).
+# The functions have no SET clause and are one SELECT, so PostgreSQL inlines sor.resolve_item
+# into the query that calls it (a single lookup stays one plan, cached as a prepared statement,
+# with the branches of other kinds folded away when the kind is a literal).
 RESOLVE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("status", "text"),
     ("sor_id", "bigint"),
@@ -415,18 +414,22 @@ _PICK = ", ".join(
     ]
 )
 _LOCAL = "AT TIME ZONE 'Europe/Copenhagen'"
-# The spellings a ydernummer may be stored under (as sorsync.lookup.ydernummer_variants).
-# Not `ydernummer IS NOT NULL AND …` to fold away the v1 branches without one: with it, PostgreSQL
-# 15 evaluated the array once for a whole batch (every item got the first item's answer;
-# tests/e2e/test_resolve_semantics.py caught it). Those branches stay behind a one-time filter.
-_YDER_VARIANTS = (
-    "ARRAY(SELECT lpad(b.bare, w, '0') FROM (SELECT COALESCE(NULLIF(ltrim(i.code, '0'), ''), '0')"
-    " AS bare) b, generate_series(length(b.bare), 9) w)"
-)
+# The spellings a ydernummer may be stored under (as sorsync.lookup.ydernummer_variants), as a
+# function rather than an ARRAY(subquery) in the branch: a call is an index condition per item,
+# and `ydernummer IS NOT NULL` then folds away the v1 branches without one. With the subquery,
+# PostgreSQL 15 made it an InitPlan evaluated once for a whole batch (every item got the first
+# item's answer; tests/e2e/test_resolve_semantics.py caught it).
+YDER_VARIANTS = """
+CREATE OR REPLACE FUNCTION sor.ydernummer_variants(code text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT ARRAY(SELECT lpad(b.bare, w, '0')
+               FROM (SELECT COALESCE(NULLIF(ltrim(code, '0'), ''), '0') AS bare) b,
+                    generate_series(length(b.bare), 9) w)
+$$"""
 
 
-def _shak_candidates(mapping: SorMapping, sources: Sources) -> str:
-    """The SHAK branch of sor.resolve_item: the units shak_map gives the code, valid that day.
+def _shak_candidates(mapping: SorMapping, sources: Sources, items: str) -> str:
+    """The SHAK branch of the rules: the units shak_map gives the item's code, valid that day.
 
     A SHAK's unit is of the kind shak_map gives it. SOR2 has one sor.unit branch, and its
     shak_map kind (the latest version's) is not used. With v1 units and shak_map read from them,
@@ -435,7 +438,7 @@ def _shak_candidates(mapping: SorMapping, sources: Sources) -> str:
     kind, with the kind a constant on both sides, leaves one table each (the same rows).
     """
     head = (
-        f"SELECT {_PICK} FROM sor.shak_map m JOIN sor.unit u ON u.sor_id = m.sor_id"
+        f"SELECT i.ord, {_PICK} FROM {items}, sor.shak_map m JOIN sor.unit u ON u.sor_id = m.sor_id"
         f" WHERE i.kind = 'shak' AND m.shak = i.code AND {_AT_MAP} AND {_AT}"
     )
     if sources.sor2_units or sources.shak_from_map:
@@ -447,39 +450,78 @@ def _shak_candidates(mapping: SorMapping, sources: Sources) -> str:
     )
 
 
-def resolve_functions(mapping: SorMapping, sources: Sources) -> tuple[str, ...]:
-    """sor.resolve_item, sor.resolve and the analysts' functions on them (with comments)."""
-    at_h = _AT.replace("u.", "h.").replace("i.at", "t.at")
-    return (
-        f"""
-CREATE OR REPLACE FUNCTION sor.resolve_item(kind text, code text, on_date date)
-RETURNS TABLE ({_ITEM_OUT})
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-SELECT CASE WHEN r.sor_id IS NULL THEN 'not_found' WHEN r.n = 1 THEN 'found'
+def _rules(mapping: SorMapping, sources: Sources, items: str, *, one: bool = False) -> str:
+    """The back-mapping rules over the items `i(kind, code, at, ord)` that the SELECT `items`
+    gives, as one set: each item's candidates (the units valid at `at` that carry the code),
+    one version each; a candidate whose parent is a candidate of the same item is dropped; one
+    left is found, several ambiguous, none not_found. One row per (item, answering unit), or
+    one of NULLs for an item without any: ord and then ITEM_COLUMNS.
+
+    Set-based rather than an item at a time (a LATERAL per item): the candidates of a batch
+    come from one join per branch and the rule is one window over them. With `one` (a single
+    item), `items` is written into each branch instead of a CTE, so that PostgreSQL folds its
+    kind, a literal in a single lookup, and drops the other kinds' branches; planned with them,
+    the ydernummer branch's estimate started JIT (seconds) for a lookup of a millisecond.
+    """
+    i = f"({items}) i" if one else "i"
+    head = "WITH" if one else f"WITH i AS ({items}),"
+    return f"""
+{head} c AS (
+  SELECT DISTINCT ON (u.ord, u.sor_id) u.*
+    FROM ({_shak_candidates(mapping, sources, i)}
+          UNION ALL
+          SELECT i.ord, {_PICK} FROM {i}, sor.unit u
+           WHERE i.kind = 'sor' AND u.sor_id = sor.as_bigint(i.code) AND {_AT}
+          UNION ALL
+          SELECT i.ord, {_PICK} FROM {i}, sor.unit u
+           WHERE i.kind = 'ean' AND u.ean = sor.as_bigint(i.code) AND {_AT}
+          UNION ALL
+          SELECT i.ord, {_PICK} FROM {i}, sor.unit u
+           WHERE i.kind = 'ydernummer' AND u.ydernummer IS NOT NULL
+             AND u.ydernummer = ANY(sor.ydernummer_variants(i.code)) AND {_AT}) u
+   ORDER BY u.ord, u.sor_id, u.valid_from NULLS FIRST, u.pid),
+r AS (
+  SELECT c.*, count(*) OVER (PARTITION BY c.ord) AS n FROM c
+   WHERE c.parent_sor_id IS NULL
+      OR NOT EXISTS (SELECT 1 FROM c p WHERE p.ord = c.ord AND p.sor_id = c.parent_sor_id))
+SELECT i.ord,
+       CASE WHEN r.sor_id IS NULL THEN 'not_found' WHEN r.n = 1 THEN 'found'
             ELSE 'ambiguous' END,
        r.sor_id, r.pid, r.name, r.kind, r.shak,
        COALESCE(r.hospital_sor_id, r.praksis_sor_id), r.health_institution_name,
        r.organisational_level_code, r.organisational_level_name, r.valid_from, r.valid_to
-  FROM (SELECT $1 AS kind, $2 AS code, sor.day_start($3) AS at) i
-  LEFT JOIN LATERAL (
-    WITH c AS (
-      SELECT DISTINCT ON (u.sor_id) u.*
-        FROM ({_shak_candidates(mapping, sources)}
-              UNION ALL
-              SELECT {_PICK} FROM sor.unit u
-               WHERE i.kind = 'sor' AND u.sor_id = sor.as_bigint(i.code) AND {_AT}
-              UNION ALL
-              SELECT {_PICK} FROM sor.unit u
-               WHERE i.kind = 'ean' AND u.ean = sor.as_bigint(i.code) AND {_AT}
-              UNION ALL
-              SELECT {_PICK} FROM sor.unit u
-               WHERE i.kind = 'ydernummer' AND u.ydernummer = ANY({_YDER_VARIANTS})
-                 AND {_AT}) u
-       ORDER BY u.sor_id, u.valid_from NULLS FIRST, u.pid)
-    SELECT c.*, count(*) OVER () AS n FROM c
-     WHERE c.parent_sor_id IS NULL
-        OR NOT EXISTS (SELECT 1 FROM c p WHERE p.sor_id = c.parent_sor_id)
-  ) r ON true
+  FROM {i} LEFT JOIN r ON r.ord = i.ord"""
+
+
+# The items of sor.resolve_items (arrays, numbered from 1) and of sor.resolve_item (one).
+_BATCH = (
+    "SELECT x.kind, x.code, sor.day_start(x.day) AS at, x.ord"
+    " FROM unnest(kinds, codes, days) WITH ORDINALITY AS x(kind, code, day, ord)"
+)
+_ONE = "SELECT $1 AS kind, $2 AS code, sor.day_start($3) AS at, 1::bigint AS ord"
+
+
+def resolve_functions(mapping: SorMapping, sources: Sources) -> tuple[str, ...]:
+    """sor.resolve_items (the rules, _rules), sor.resolve_item and sor.resolve on it, and the
+    analysts' functions (with comments)."""
+    at_h = _AT.replace("u.", "h.").replace("i.at", "r.at")
+    items = ", ".join(name for name, _ in ITEM_COLUMNS)
+    return (
+        YDER_VARIANTS,
+        f"""
+CREATE OR REPLACE FUNCTION sor.resolve_items(kinds text[], codes text[], days date[])
+RETURNS TABLE (ord bigint, {_ITEM_OUT})
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+{_rules(mapping, sources, _BATCH)}
+$$""",
+        # One item, the same rules: written out rather than as a call of sor.resolve_items, so
+        # that PostgreSQL inlines it into a single lookup's query with the item's kind a
+        # literal (the other kinds' branches folded away, a few index probes).
+        f"""
+CREATE OR REPLACE FUNCTION sor.resolve_item(kind text, code text, on_date date)
+RETURNS TABLE ({_ITEM_OUT})
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+SELECT {items} FROM ({_rules(mapping, sources, _ONE, one=True)}) s ({"ord, " + items})
 $$""",
         f"""
 CREATE OR REPLACE FUNCTION sor.resolve(kinds text[], codes text[], days date[])
@@ -488,20 +530,19 @@ LANGUAGE sql STABLE PARALLEL SAFE
 -- The planner's cost for a large batch crosses JIT's threshold; compiling the plan then took
 -- seconds for what runs in milliseconds.
 SET jit = off AS $$
-SELECT i.ord, r.status, r.sor_id, r.name, r.kind, r.shak, r.institution_sor_id,
+SELECT r.ord, r.status, r.sor_id, r.name, r.kind, r.shak, r.institution_sor_id,
        COALESCE(h.name, r.health_institution_name),
        r.organisational_level_code, r.organisational_level_name,
        (r.valid_from {_LOCAL})::date, (r.valid_to {_LOCAL})::date
-  FROM unnest(kinds, codes, days) WITH ORDINALITY AS i(kind, code, day, ord)
- CROSS JOIN LATERAL sor.resolve_item(i.kind, i.code, i.day) r
- CROSS JOIN LATERAL (SELECT sor.day_start(i.day) AS at) t
+  FROM (SELECT s.*, sor.day_start(days[s.ord::int]) AS at
+          FROM sor.resolve_items(kinds, codes, days) s) r
   LEFT JOIN LATERAL (
     SELECT h.name FROM sor.unit h
      WHERE h.sor_id = r.institution_sor_id AND {at_h}
        AND h.kind IN ('sygehus', 'praksis')
      ORDER BY h.valid_from NULLS FIRST, h.pid LIMIT 1
   ) h ON true
- ORDER BY i.ord, r.sor_id
+ ORDER BY r.ord, r.sor_id
 $$""",
         f"""
 CREATE OR REPLACE FUNCTION sor.resolve_code(kind text, code text,
@@ -518,6 +559,9 @@ RETURNS TABLE ({_RESOLVE_OUT})
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
 SELECT * FROM sor.resolve_code('shak', code, on_date)
 $$""",
+        "COMMENT ON FUNCTION sor.resolve_items(text[], text[], date[]) IS 'The back-mapping rules"
+        " for a batch: item ord of (kinds, codes, days) answered as sor.resolve_item answers it"
+        " alone.'",
         "COMMENT ON FUNCTION sor.resolve_item(text, text, date) IS 'The back-mapping rules for one"
         " item (kind shak, sor, ean or ydernummer; code as given; a day): one row per unit that"
         " is the answer (pid = the version valid that day), or one row of NULLs with status"

@@ -10,6 +10,7 @@ renders answers as JSON or CSV cells. The API (api/routes/resolve.py) and `sorsy
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -78,6 +79,24 @@ class Item:
         return self.day.isoformat() if self.day is not None else self.date_text
 
 
+# Batches repeat codes and dates (a year of records has 365 dates): each distinct text is
+# checked once. Bounded, so a stream of distinct codes cannot grow them.
+@functools.lru_cache(maxsize=1 << 16)
+def _checked_code(kind: str, code: str) -> tuple[str, str | None]:
+    """(the code normalised, its problem or None) for a known kind."""
+    code = code.strip()
+    if kind == "shak":
+        code = identifiers.normalise_shak(code)
+    return code, code_problem(kind, code)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _date_text(text: str) -> tuple[dt.date | None, str | None]:
+    if (problem := date_problem(text.strip())) is not None:
+        return None, problem
+    return dt.date.fromisoformat(text.strip()), None
+
+
 def _day(day: Any, default_day: dt.date) -> tuple[dt.date | None, str | None, str | None]:
     """(date, date as sent if unreadable, problem) of an item's date as given."""
     if day is None or day == "":
@@ -86,10 +105,8 @@ def _day(day: Any, default_day: dt.date) -> tuple[dt.date | None, str | None, st
         return day, None, None
     if not isinstance(day, str):
         return None, str(day), f"date {day!r} is not an ISO date YYYY-MM-DD."
-    text = day.strip()
-    if (problem := date_problem(text)) is not None:
-        return None, day, problem
-    return dt.date.fromisoformat(text), None, None
+    on, problem = _date_text(day)
+    return (on, None, None) if problem is None else (None, day, problem)
 
 
 def item(kind: Any, code: Any, day: Any, default_day: dt.date) -> Item:
@@ -104,15 +121,12 @@ def item(kind: Any, code: Any, day: Any, default_day: dt.date) -> Item:
         kind = "shak"  # what the existing SHAK jobs send
     if not isinstance(kind, str):
         return Item(str(kind), code, on, kind_problem(str(kind)), date_text)
-    if kind_problem(kind.strip().lower()) is not None:
-        return Item(kind, code, on, kind_problem(kind), date_text)
-    kind = kind.strip().lower()
-    code = code.strip()
-    if kind == "shak":
-        code = identifiers.normalise_shak(code)
-    if (problem := code_problem(kind, code)) is not None:
-        return Item(kind, code, on, problem, date_text)
-    return Item(kind, code, on, day_problem, date_text)
+    if kind not in _RULES:
+        if kind_problem(kind.strip().lower()) is not None:
+            return Item(kind, code, on, kind_problem(kind), date_text)
+        kind = kind.strip().lower()
+    code, problem = _checked_code(kind, code)
+    return Item(kind, code, on, problem if problem is not None else day_problem, date_text)
 
 
 class ResolvedUnit(NamedTuple):

@@ -204,10 +204,13 @@ def resolved(conn: Connection, kind: str, code: str, day: date) -> list[Unit]:
     return _units(conn, RESOLVED[kind], {"code": code, "day": day})
 
 
-# The answer to many SHAK codes: sor.resolve_item for each (codes de-duplicated by the caller).
+# The answer to many SHAK codes: sor.resolve_items for all of them at once (codes
+# de-duplicated by the caller), item n being code n.
 _RESOLVED_MANY = (
-    "FROM unnest(%(codes)s::text[]) AS c(code)"
-    " CROSS JOIN LATERAL sor.resolve_item('shak', c.code, %(day)s) r"
+    "FROM unnest(%(codes)s::text[]) WITH ORDINALITY AS c(code, ord)"
+    " JOIN sor.resolve_items(array_fill('shak'::text, ARRAY[cardinality(%(codes)s::text[])]),"
+    " %(codes)s::text[], array_fill(%(day)s::date, ARRAY[cardinality(%(codes)s::text[])])) r"
+    " ON r.ord = c.ord"
 )
 RESOLVE = f"SELECT c.code, {_U_COLUMNS} {_RESOLVED_MANY} {_OF_ITEM} ORDER BY c.code, u.sor_id"
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sorsync import lookup
+from sorsync.lookup import aio
 from sorsync.lookup import units as q
 from sorsync.lookup.status import DATA_VERSION
 from tests.fixtures.api import SorData
@@ -125,3 +126,27 @@ def test_every_lookup_uses_indexes(
     gated = plan.count("One-Time Filter: (NULL::text = ANY")
     assert plan.count("Seq Scan") == gated, plan
     assert "Index" in plan
+
+
+def test_api_connections_run_without_jit(database_url: str) -> None:
+    """The API's connections are in autocommit, so a transaction-local `SET jit` would end with
+    its statement: JIT is off for the session instead (a 10 000-code POST /v1/shak/resolve
+    spent seconds compiling a plan that runs in 0.3 s)."""
+    import asyncio
+
+    from api.database import Database
+
+    db = Database(database_url)
+
+    async def jit_async() -> str:
+        async def work(conn: aio.AsyncConn) -> str:
+            rows = await aio.fetch(conn, "SHOW jit", {})
+            return str(rows[0][0])
+
+        return await db.arun(work)
+
+    try:
+        assert db.run(lambda conn: conn.exec_driver_sql("SHOW jit").scalar()) == "off"
+        assert asyncio.run(jit_async()) == "off"
+    finally:
+        db.dispose()
