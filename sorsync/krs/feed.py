@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -274,6 +275,8 @@ _BAD_TEXT = bad_text
 
 
 _ATOM = wire.NS_ATOM.encode()
+_SOAP = wire.NS_SOAP.encode()
+_KRS = wire.NS_KRS.encode()
 
 
 def _native_after(offset: str | None) -> bytes | None:
@@ -456,12 +459,45 @@ def _encode_documents(feed: etree._Element, dt: Datatype, offset: str | None) ->
     if encoded is None:
         return None
     data, count, first, last, namespace, name, counts = encoded
-    profile = Profile()
+    records = []
     for n, entry in enumerate(feed.iterchildren(_ENTRY)):
         if n == PROFILED_ENTRIES:
             break
         record = next(c for e in entry.iterchildren(_CONTENT) for c in e if isinstance(c.tag, str))
-        profile.add(namespace or "", name, record_value(record, f"{dt.key}: entry {n + 1}"))
+        records.append(record_value(record, f"{dt.key}: entry {n + 1}"))
+    return _document_page(data, count, first, last, namespace, name, counts, records)
+
+
+def _scan_documents(body: bytes, offset: str | None, envelope: bool) -> Page | None:
+    """A page of whole records read from the answer's bytes with no tree (`_pgrows.scan_documents`),
+    or None where lxml's parse and the walks above must judge it: the same rows, namespace,
+    field counts and profile as `_encode_documents` gives for the page."""
+    after = _native_after(offset)
+    if after is None or not isinstance(body, bytes):
+        return None
+    scanned = _pgrows.scan_documents(
+        body, envelope, _ATOM, _SOAP, _KRS, after, wire.MAX_RECORDS, PROFILED_ENTRIES
+    )
+    if scanned is None:
+        return None
+    return _document_page(*scanned)
+
+
+def _document_page(
+    data: bytes,
+    count: int,
+    first: str,
+    last: str,
+    namespace: str | None,
+    name: str,
+    counts: list[tuple[str, int]],
+    records: Sequence[Mapping[str, Any]],
+) -> Page:
+    """A page of natively encoded whole records, profiled from its first records' values and
+    the page's per-field counts."""
+    profile = Profile()
+    for record in records:
+        profile.add(namespace or "", name, record)
     profile.records = count
     profile.namespaces = {namespace or "": count}
     profile.record_names = {name: count}
@@ -503,6 +539,10 @@ def parse_feed(
     With `copy_rows`, a page that needs no judgement comes as `Page.copy_rows` instead of
     entries (the same rows, made in C; the sync's fast path).
     """
+    if copy_rows and dt.is_document and _pgrows is not None:
+        scanned = _scan_documents(xml, offset, envelope=False)
+        if scanned is not None:
+            return scanned
     root = parse_xml(xml, f"KRS feed for {dt.key}")
     if root.tag != _FEED:
         raise MalformedResponse(
@@ -565,6 +605,11 @@ def parse_response(
     ReplicationFault / DgwsFault / SoapFault; other HTTP errors TransportError; anything else
     unexpected MalformedResponse.
     """
+    if copy_rows and status == 200 and dt.is_document and _pgrows is not None:
+        # The common page, read with no tree; anything else is parsed by lxml below.
+        scanned = _scan_documents(body, offset, envelope=True)
+        if scanned is not None:
+            return scanned
     what = f"KRS answer for {dt.key} (HTTP {status})"
     try:
         root = parse_xml(body, what)

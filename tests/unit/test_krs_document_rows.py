@@ -13,10 +13,10 @@ from sorsync.datatypes import SOR2_DATATYPES, Datatype, lookup
 from sorsync.krs import wire
 from sorsync.krs.errors import MalformedResponse
 from sorsync.krs.feed import NATIVE_WALK, Page, parse_feed
-from sorsync.simulator.demo import load_demo
 from sorsync.simulator.render import render_feed
 from sorsync.simulator.sor2 import RecordShape
 from sorsync.simulator.store import Store
+from tests.fixtures.simulator import RECORD_SHAPES
 from tests.unit.test_krs_copy_rows import PG_EPOCH, decode
 
 pytestmark = pytest.mark.skipif(not NATIVE_WALK, reason="the compiled page walk is not installed")
@@ -63,26 +63,11 @@ def both_ways(xml: bytes, dt: Datatype = ENTITY, offset: str | None = None) -> b
     return True
 
 
-@pytest.fixture(scope="module")
-def demo() -> Store:
-    store = Store()
-    load_demo(store)
-    return store
-
-
 @pytest.mark.parametrize("key", SOR2_DATATYPES)
-@pytest.mark.parametrize(
-    "shape",
-    [
-        RecordShape(),
-        RecordShape(namespace="urn:example:other", dates="datetime"),
-        RecordShape.from_options(rename=["sorentity:EntityName=Name"], add=['sorentity:X=a"b\\c']),
-    ],
-    ids=["default", "namespace-datetimes", "renamed-added"],
-)
-def test_the_demo_takes_the_native_path(demo: Store, key: str, shape: RecordShape) -> None:
+@RECORD_SHAPES
+def test_the_demo_takes_the_native_path(demo_snapshot: Store, key: str, shape: RecordShape) -> None:
     dt = lookup(key)
-    rows = demo.table(key).page((0, 0), wire.MAX_RECORDS)
+    rows = demo_snapshot.table(key).page((0, 0), wire.MAX_RECORDS)
     xml = render_feed(dt, rows, layout=shape.layout(key)).encode()
     assert both_ways(xml, dt)
     assert both_ways(xml, dt, offset=wire.make_token(rows[0].modified - 1, 0))
