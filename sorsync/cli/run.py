@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy import make_url
@@ -38,15 +38,14 @@ from sorsync.cli.common import DEMO_HELP, source_settings
 from sorsync.config import Settings, known_variables
 from sorsync.logs import configure, get_logger
 
+if TYPE_CHECKING:
+    from sorsync.sync.cancel import Cancellation
+
 PARENT_ENV = "SORSYNC_RUN_PARENT"  # set for the children: the pid of `sorsync run`
 CHILD_STOP_TIMEOUT = 30.0  # seconds for children to stop before they are killed
 SIMULATOR_START_TIMEOUT = 60.0
 API_READY_TIMEOUT = 60.0
 POLL = 0.2
-
-
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM while starting up."""
 
 
 class Abort(Exception):
@@ -61,27 +60,31 @@ class Child:
     proc: subprocess.Popen[bytes]
 
 
+def _cancellation() -> Cancellation:
+    from sorsync.sync.cancel import Cancellation  # the sync package, only when it runs
+
+    return Cancellation()
+
+
 @dataclass
 class Supervisor:
     """The children and the signal state of `sorsync run`."""
 
     children: list[Child] = field(default_factory=list)
-    stopping: bool = False  # a stop was requested
-    monitoring: bool = False  # startup is over: signals only set `stopping`
+    # A stop was requested. Startup checks it between its steps and while it waits; the first
+    # full sync is cancelled through it (and rolls back as a whole).
+    stop: Cancellation = field(default_factory=_cancellation)
     hurry: bool = False  # a second signal: kill instead of waiting
 
     def stop_requested(self) -> bool:
-        return self.stopping  # a method: set by a signal handler, behind mypy's back
+        return self.stop.cancelled
 
     def install_signals(self) -> None:
         def handler(signum: int, _frame: FrameType | None) -> None:
-            if self.stopping:
+            if self.stop.cancelled:
                 self.hurry = True
                 return
-            self.stopping = True
-            if not self.monitoring:
-                # Abort whatever startup step runs (a full sync rolls back as a whole).
-                raise Interrupted(signal.Signals(signum).name)
+            self.stop.cancel(signal.Signals(signum).name)
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -185,8 +188,8 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _simulator_url(sim: Child, supervisor: Supervisor) -> str:
-    """Read `KRS simulator listening on <url>` from the simulator's stdout."""
+def _simulator_url(sim: Child, supervisor: Supervisor) -> str | None:
+    """Read `KRS simulator listening on <url>` from the simulator's stdout (None: stopping)."""
     assert sim.proc.stdout is not None
     stdout = sim.proc.stdout
     found: list[str] = []
@@ -205,6 +208,8 @@ def _simulator_url(sim: Child, supervisor: Supervisor) -> str:
     threading.Thread(target=read, name="simulator-stdout", daemon=True).start()
     deadline = time.monotonic() + SIMULATOR_START_TIMEOUT
     while not done.wait(POLL):
+        if supervisor.stop_requested():
+            return None
         if time.monotonic() > deadline:
             raise Abort(
                 f"the built-in KRS simulator did not start within {SIMULATOR_START_TIMEOUT:.0f}"
@@ -219,6 +224,8 @@ def _simulator_url(sim: Child, supervisor: Supervisor) -> str:
 def _wait_for_api(base: str, supervisor: Supervisor) -> None:
     deadline = time.monotonic() + API_READY_TIMEOUT
     while time.monotonic() < deadline:
+        if supervisor.stop_requested():
+            return
         supervisor.check_children()
         try:
             with urllib.request.urlopen(base + "/readyz", timeout=2) as response:  # noqa: S310
@@ -261,18 +268,18 @@ def _migrate(url: str) -> None:
         ) from None
 
 
-def _first_sync(url: str, krs_url: str | None, settings: Settings) -> None:
+def _first_sync(url: str, krs_url: str | None, settings: Settings, stop: Cancellation) -> None:
     from sorsync.cli.demo import BUILTIN
     from sorsync.sync.binding import ForeignSource
     from sorsync.sync.service import SourceError, sync_if_empty
 
     try:
-        result = sync_if_empty(url, krs_url, settings, builtin=BUILTIN)
+        result = sync_if_empty(url, krs_url, settings, builtin=BUILTIN, cancel=stop)
     except SourceError as exc:
         raise Abort(str(exc), EXIT_CONFIG) from None
     except ForeignSource as exc:
         raise Abort(str(exc), EXIT_FOREIGN_SOURCE) from None
-    if result is None:
+    if result is None or result.interrupted:
         return
     if result.ok:
         _say(
@@ -286,8 +293,16 @@ def _first_sync(url: str, krs_url: str | None, settings: Settings) -> None:
         )
 
 
+def _interrupted() -> int:
+    _say("interrupted; stopping sorsync …")
+    return EXIT_OK
+
+
 def _main(settings: Settings, supervisor: Supervisor) -> int:
+    """Start everything, then watch the children until a stop is requested. A signal during
+    startup ends it after the step in flight (a first full sync at its next page)."""
     started = time.monotonic()
+    stopping = supervisor.stop_requested
     _check_port_free(settings.api_host, settings.api_port)
     # Unknown SORSYNC_ variables were reported once, here; the children need not repeat it.
     known = known_variables()
@@ -304,9 +319,15 @@ def _main(settings: Settings, supervisor: Supervisor) -> int:
         )
     url = _database(settings)
     env["SORSYNC_DATABASE_URL"] = url
+    if stopping():
+        return _interrupted()
     _migrate(url)
+    if stopping():
+        return _interrupted()
     if sim is not None:
         demo_url = _simulator_url(sim, supervisor)
+        if demo_url is None:
+            return _interrupted()
         _say(f"built-in KRS simulator with fictive demo data: {demo_url}")
         # The children sync the simulator started here, bound as the built-in one (by its
         # data, not its port, which changes with every start).
@@ -314,17 +335,18 @@ def _main(settings: Settings, supervisor: Supervisor) -> int:
         settings = settings.model_copy(
             update={"demo": True, "demo_krs_url": demo_url, "database_url": url}
         )
-        _first_sync(url, None, settings)
+        _first_sync(url, None, settings, supervisor.stop)
     else:
-        _first_sync(url, settings.krs_url, settings)
+        _first_sync(url, settings.krs_url, settings, supervisor.stop)
+    if stopping():
+        return _interrupted()
 
     supervisor.spawn("the scheduler (sorsync scheduler)", ["scheduler"], env)
     supervisor.spawn("the API (sorsync serve)", ["serve"], env)
     base = f"http://{_browse_host(settings.api_host)}:{settings.api_port}"
     _wait_for_api(base, supervisor)
-    supervisor.monitoring = True
-    if supervisor.stop_requested():  # a signal came between the last step and now
-        return EXIT_OK
+    if stopping():
+        return _interrupted()
     typer.echo(
         f"sorsync is running (ready in {time.monotonic() - started:.1f} s)\n"
         f"  web UI:  {base}/\n"
@@ -357,13 +379,9 @@ def run(demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False) -
     code = EXIT_FAILED
     try:
         code = _main(settings, supervisor)
-    except Interrupted:
-        _say("interrupted; stopping sorsync …")
-        code = EXIT_OK
     except Abort as exc:
         _say(f"sorsync run: {exc}")
         code = exc.code
     finally:
-        supervisor.monitoring = True  # from here on a signal only hurries the stop
-        supervisor.stop_all()
+        supervisor.stop_all()  # a signal from here on only hurries the stop
     raise typer.Exit(code)

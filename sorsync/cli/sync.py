@@ -18,7 +18,8 @@ from sorsync.datatypes import Datatype, KeyFormatError, lookup
 from sorsync.logs import configure
 
 if TYPE_CHECKING:
-    from sorsync.sync.engine import Kind
+    from sorsync.sync.cancel import Cancellation
+    from sorsync.sync.results import Kind
 
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
@@ -29,8 +30,23 @@ LOCK_HELD = (
 )
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def _stop_on_signals(cancel: Cancellation) -> None:
+    """SIGTERM (systemd, Kubernetes) and Ctrl-C cancel the run: it ends after the page in
+    flight and is recorded as interrupted instead of being left "running". A second signal acts
+    as it would without this (Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        cancel.cancel(signal.Signals(signum).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _interrupted(result: Any, what: str, kept: str) -> typer.Exit:
+    # Exit 1, as when Ctrl-C ended the command by KeyboardInterrupt.
+    return fail(f"{what} {result.error} ({kept}); run the {what} again", EXIT_FAILED)
 
 
 def _settings() -> Settings:
@@ -204,9 +220,10 @@ def sync_command(
     """
     interactive = sys.stderr.isatty()
     configure(level="WARNING" if interactive else "INFO")
-    # SIGTERM (systemd, Kubernetes) ends the run like Ctrl-C: the page in flight rolls back and
-    # the run is recorded as interrupted instead of being left "running".
-    signal.signal(signal.SIGTERM, _interrupt)
+    from sorsync.sync.cancel import Cancellation
+
+    cancel = Cancellation()
+    _stop_on_signals(cancel)
     settings = source_settings(demo)
     dts = _datatypes(settings, datatype)
     kind: Kind = "full" if full else "delta"
@@ -217,7 +234,7 @@ def sync_command(
     from sorsync.sync.service import SourceError, krs_source, run_sync
 
     if settings.uses_files and not demo:
-        _files_sync(settings, dts, full, allow_shrink, json_output)
+        _files_sync(settings, dts, full, allow_shrink, json_output, cancel)
         return
     with migrated_engine("sorsync-cli", writer=True) as engine:
         try:
@@ -231,6 +248,7 @@ def sync_command(
                     source=source,
                     rebind=full,
                     allow_shrink=allow_shrink,
+                    cancel=cancel,
                 )
         except SourceError as exc:
             raise fail(str(exc), EXIT_CONFIG) from None
@@ -238,6 +256,10 @@ def sync_command(
             raise fail(f"sync refused: {exc}", EXIT_FOREIGN_SOURCE) from None
         except LockHeld:
             raise fail(LOCK_HELD, EXIT_LOCKED) from None
+    if result.interrupted:
+        raise _interrupted(
+            result, "sync", "the replica and its token stay at the last committed page"
+        )
     if json_output:
         body = {**result.to_dict(), "source": source.identity, "fictive": source.fictive}
         typer.echo(json.dumps(body, ensure_ascii=False))
@@ -257,7 +279,12 @@ def sync_command(
 
 
 def _files_sync(
-    settings: Settings, dts: list[Datatype], full: bool, allow_shrink: bool, json_output: bool
+    settings: Settings,
+    dts: list[Datatype],
+    full: bool,
+    allow_shrink: bool,
+    json_output: bool,
+    cancel: Cancellation,
 ) -> None:
     """One import of the SOR2 file export (always a full; --full rebinds the replica and
     downloads even an unchanged export)."""
@@ -282,11 +309,14 @@ def _files_sync(
                     rebind=full,
                     allow_shrink=allow_shrink,
                     on_download=progress.download,
+                    cancel=cancel,
                 )
         except ForeignSource as exc:
             raise fail(f"import refused: {exc}", EXIT_FOREIGN_SOURCE) from None
         except LockHeld:
             raise fail(LOCK_HELD, EXIT_LOCKED) from None
+    if result.interrupted:
+        raise _interrupted(result, "import", "the replica is unchanged")
     export = result.export or {}
     if json_output:
         body = {**result.to_dict(), "source": identity(location), "fictive": False}

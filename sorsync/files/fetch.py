@@ -26,6 +26,7 @@ import requests
 from sorsync.files.read import ExportError
 from sorsync.krs.client import safe_url
 from sorsync.krs.errors import TRANSIENT_HTTP_STATUS
+from sorsync.sync.cancel import Cancellation
 from sorsync.sync.retry import is_transient
 
 CHUNK = 1024 * 1024
@@ -89,12 +90,14 @@ def fetch(
     backoff: float = 2.0,
     on_progress: DownloadProgress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    cancel: Cancellation | None = None,
 ) -> Fetched:
     """The export at `location` (an http(s) URL or a local path; a directory of CSV files
     too). `previous` is the last import's `Fetched.to_dict()`: what to send back for a
-    conditional GET (or the SHA-256 a local file is compared with)."""
+    conditional GET (or the SHA-256 a local file is compared with). A download checks `cancel`
+    between chunks and raises its Cancelled (sorsync.sync.cancel), leaving no file behind."""
     if is_url(location):
-        return _download(location, previous, timeout, retries, backoff, on_progress, sleep)
+        return _download(location, previous, timeout, retries, backoff, on_progress, sleep, cancel)
     path = Path(location).expanduser()
     if path.is_dir():
         return Fetched(str(path), path=path, name=path.name)
@@ -123,6 +126,7 @@ def _download(
     backoff: float,
     on_progress: DownloadProgress | None,
     sleep: Callable[[float], None],
+    cancel: Cancellation | None,
 ) -> Fetched:
     shown = safe_url(url)
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -136,7 +140,7 @@ def _download(
     while True:
         attempt += 1
         try:
-            fetched = _get_once(url, shown, name, headers, timeout, on_progress)
+            fetched = _get_once(url, shown, name, headers, timeout, on_progress, cancel)
             fetched.attempts = attempt
             return fetched
         except ExportError as exc:
@@ -156,6 +160,7 @@ def _get_once(
     headers: dict[str, str],
     timeout: float,
     on_progress: DownloadProgress | None,
+    cancel: Cancellation | None,
 ) -> Fetched:
     try:
         answer = requests.get(url, headers=headers, stream=True, timeout=timeout)
@@ -198,6 +203,8 @@ def _get_once(
                         got += len(chunk)
                         if on_progress is not None:
                             on_progress(got, expected)
+                        if cancel is not None:
+                            cancel.check()
                 except requests.RequestException as exc:
                     raise ExportError(
                         f"the download of {shown} broke off before its end ({got}"

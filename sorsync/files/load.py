@@ -25,7 +25,9 @@ from sorsync.datatypes import Datatype
 from sorsync.db.engine import psycopg_connection
 from sorsync.logs import get_logger
 from sorsync.sync import binding, sql
-from sorsync.sync.engine import DatatypeResult, ProgressCallback, RunResult, sync
+from sorsync.sync.cancel import Cancellation, Cancelled
+from sorsync.sync.engine import sync
+from sorsync.sync.results import DatatypeResult, ProgressCallback, RunResult
 
 from .fetch import DownloadProgress, Fetched, fetch, is_url
 from .read import ExportError
@@ -144,12 +146,15 @@ def run_import(
     on_progress: ProgressCallback | None = None,
     on_download: DownloadProgress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    cancel: Cancellation | None = None,
 ) -> RunResult:
     """Import the export at SORSYNC_FILES_URL into the replica of `datatypes` (a full). A
     datatype the export has no file for is an error for sorentity or when `strict` (named by
     the person: SORSYNC_KRS_DATATYPES, --datatype), and left as it is otherwise.
 
-    Raises LockHeld and binding.ForeignSource like `sorsync.sync.engine.sync`."""
+    `cancel` stops the download between chunks or the run between pages (nothing is applied);
+    the result then has `interrupted` set. Raises LockHeld and binding.ForeignSource like
+    `sorsync.sync.engine.sync`."""
     started = time.perf_counter()
     location = settings.files_location
     source = identity(location)
@@ -163,7 +168,16 @@ def run_import(
             retries=settings.files_retries,
             on_progress=on_download,
             sleep=sleep,
+            cancel=cancel,
         )
+    except Cancelled as stop:
+        error = f"interrupted: {stop}"
+        export = {"location": fetched_location(location) if is_url(location) else location}
+        run = _record_run(engine, source, dts, "failed", error, export, started)
+        _log().info("the download of the export was stopped; nothing was changed")
+        result = _result_without_engine(run, dts, started, error, export)
+        result.interrupted = True
+        return result
     except ExportError as exc:
         shown = location if not is_url(location) else fetched_location(location)
         export = {"location": shown, "error": str(exc)}
@@ -172,7 +186,7 @@ def run_import(
         return _result_without_engine(run, dts, started, str(exc), export, exc.transient)
     try:
         return _apply(engine, settings, dts, fetched, source, strict, rebind, allow_shrink,
-                      on_progress, started)  # fmt: skip
+                      on_progress, started, cancel)  # fmt: skip
     finally:
         fetched.cleanup()
 
@@ -194,6 +208,7 @@ def _apply(
     allow_shrink: bool,
     on_progress: ProgressCallback | None,
     started: float,
+    cancel: Cancellation | None,
 ) -> RunResult:
     if fetched.not_modified or fetched.path is None:
         export = {**fetched.to_dict(), "datatypes": [dt.key for dt in dts]}
@@ -248,6 +263,7 @@ def _apply(
                 rebind=rebind,
                 max_shrink=settings.full_max_shrink,
                 allow_shrink=allow_shrink,
+                cancel=cancel,
             )
     except ExportError as exc:
         export = {**fetched.to_dict(), "error": str(exc)}

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from sorsync.sync.engine import (
-    LOCK_NAME,
-    DatatypeResult,
-    Kind,
-    Progress,
-    RunResult,
-    SwapRefused,
-    describe_error,
-    sync,
-)
+from sorsync.sync.engine import sync
 from sorsync.sync.pages import FeedError, PageSource
 from sorsync.sync.reconcile import Reconciliation
+from sorsync.sync.results import DatatypeResult, Kind, Progress, RunResult, SwapRefused
+from sorsync.sync.run import LOCK_NAME, describe_error
 from sorsync.sync.status import DatatypeStatus, RunSummary, StatusReport, status
 
 __all__ = [

@@ -5,7 +5,8 @@ current one, so the database and the network overlap. With the KRS client (a `Sp
 the fetch thread also asks for page N+1 while page N is parsed, using the last token scanned
 from N's raw bytes and kept only once the parsed page confirms it. Pages are handed over
 strictly in order and at most three are held at a time (one waiting, one being parsed, one raw
-answer ahead), whatever the feed's size.
+answer ahead), whatever the feed's size. A run's cancellation (sorsync.sync.cancel) is checked
+before each request and while the next page is awaited, so a stop does not wait for the feed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sorsync.krs import wire
 from sorsync.krs.client import Answer
 from sorsync.krs.errors import DgwsFault
 from sorsync.krs.feed import Page
+from sorsync.sync.cancel import Cancellation
 
 if TYPE_CHECKING:
     from psycopg.sql import Composable
@@ -94,9 +96,21 @@ def check_page(dt: Datatype, offset: str, page: Page, max_records: int) -> None:
         previous = token
 
 
-def _fetch_all(source: PageSource, dt: Datatype, offset: str, page_size: int) -> Iterator[Page]:
+def _check(cancel: Cancellation | None) -> None:
+    if cancel is not None:
+        cancel.check()
+
+
+def _fetch_all(
+    source: PageSource,
+    dt: Datatype,
+    offset: str,
+    page_size: int,
+    cancel: Cancellation | None = None,
+) -> Iterator[Page]:
     token = offset
     while True:
+        _check(cancel)
         page = source.replicate(dt, token, page_size)
         check_page(dt, token, page, page_size)
         if page.last_token is None:
@@ -131,7 +145,13 @@ def scan_last_token(content: bytes, dt: Datatype, after: str) -> str | None:
     return token
 
 
-def _fetch_ahead(source: SplitSource, dt: Datatype, offset: str, page_size: int) -> Iterator[Page]:
+def _fetch_ahead(
+    source: SplitSource,
+    dt: Datatype,
+    offset: str,
+    page_size: int,
+    cancel: Cancellation | None = None,
+) -> Iterator[Page]:
     """Like `_fetch_all`, but page N+1 is asked for while page N is parsed.
 
     The early request uses the last token scanned from page N's raw bytes; it is used only when
@@ -142,6 +162,7 @@ def _fetch_ahead(source: SplitSource, dt: Datatype, offset: str, page_size: int)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sorsync-parse")
     try:
         token = offset
+        _check(cancel)
         answer = source.send(dt, token, page_size)
         while True:
             guess = scan_last_token(answer.content, dt, token) if answer.status == 200 else None
@@ -152,6 +173,7 @@ def _fetch_ahead(source: SplitSource, dt: Datatype, offset: str, page_size: int)
             else:
                 parsed: Future[Page] = pool.submit(source.parse, answer)
                 try:
+                    _check(cancel)
                     ahead = source.send(dt, guess, page_size)
                 except Exception as exc:  # raised later, where the plain loop would meet it
                     ahead_error = exc
@@ -172,6 +194,7 @@ def _fetch_ahead(source: SplitSource, dt: Datatype, offset: str, page_size: int)
                 assert ahead is not None
                 answer = ahead
             else:
+                _check(cancel)
                 answer = source.send(dt, token, page_size)
     finally:
         pool.shutdown(wait=False)
@@ -181,8 +204,9 @@ _END = object()
 
 
 class _Prefetcher:
-    def __init__(self, pages: Iterator[Page]) -> None:
+    def __init__(self, pages: Iterator[Page], cancel: Cancellation | None = None) -> None:
         self._pages = pages
+        self._cancel = cancel
         self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sorsync-fetch", daemon=True)
@@ -208,7 +232,12 @@ class _Prefetcher:
 
     def __iter__(self) -> Iterator[Page]:
         while True:
-            item = self._queue.get()
+            try:
+                # Polled, so a cancelled run need not wait for the page in flight.
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                _check(self._cancel)
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -234,14 +263,15 @@ class PageStream:
         page_size: int,
         *,
         prefetch: bool = True,
+        cancel: Cancellation | None = None,
     ) -> None:
         if not 1 <= page_size <= wire.MAX_RECORDS:
             raise ValueError(f"page_size must be 1..{wire.MAX_RECORDS}, not {page_size}")
         if prefetch and isinstance(source, SplitSource):
-            pages = _fetch_ahead(source, dt, offset, page_size)
+            pages = _fetch_ahead(source, dt, offset, page_size, cancel)
         else:
-            pages = _fetch_all(source, dt, offset, page_size)
-        self._prefetcher = _Prefetcher(pages) if prefetch else None
+            pages = _fetch_all(source, dt, offset, page_size, cancel)
+        self._prefetcher = _Prefetcher(pages, cancel) if prefetch else None
         self._pages: Iterator[Page] = iter(self._prefetcher) if self._prefetcher else pages
 
     def __iter__(self) -> Iterator[Page]:

@@ -24,8 +24,10 @@ from sorsync.db.locks import LockHeld
 from sorsync.logs import get_logger
 from sorsync.mapping import SorMapping
 from sorsync.sync import binding
-from sorsync.sync.engine import Kind, ProgressCallback, RunResult, sync
+from sorsync.sync.cancel import Cancellation
+from sorsync.sync.engine import sync
 from sorsync.sync.pages import PageSource
+from sorsync.sync.results import Kind, ProgressCallback, RunResult
 
 BUILT_IN = "the built-in KRS simulator with fictive demo data"
 
@@ -117,12 +119,15 @@ def run_sync(
     allow_shrink: bool = False,
     on_download: Callable[[int, int | None], None] | None = None,
     builtin: BuiltinSource | None = None,
+    cancel: Cancellation | None = None,
 ) -> RunResult:
     """One run with the configured datatypes, page size and KRS (or `source`, already open).
     `allow_shrink` lets a full remove more than SORSYNC_FULL_MAX_SHRINK of a datatype's rows.
     With the file export configured (Settings.uses_files) and no KRS named, one import of it
     (always a full; sorsync.files.load), `on_download` told how the download goes.
-    `builtin` is the demo source (krs_source). Raises LockHeld, SourceError,
+    `builtin` is the demo source (krs_source). `cancel` stops the run between pages (and the
+    export's download between chunks): the result then has `interrupted` set. Raises LockHeld,
+    SourceError,
     binding.ForeignSource (the replica is bound to another source; a full with `rebind` is the
     way to move it)."""
     dts = list(datatypes or settings.datatypes)
@@ -143,6 +148,7 @@ def run_sync(
             allow_shrink=allow_shrink,
             on_progress=on_progress,
             on_download=on_download,
+            cancel=cancel,
         )
     else:
         with contextlib.ExitStack() as stack:
@@ -160,6 +166,7 @@ def run_sync(
                 rebind=rebind,
                 max_shrink=settings.full_max_shrink,
                 allow_shrink=allow_shrink,  # a person's choice (the CLI); the scheduler never asks
+                cancel=cancel,
             )
     # The views answer from SOR2 once it holds rows (and from v1 while it does not).
     _ensure_views(engine, mapping, dts)
@@ -207,10 +214,11 @@ def sync_if_empty(
     settings: Settings,
     *,
     builtin: BuiltinSource | None = None,
+    cancel: Cancellation | None = None,
 ) -> RunResult | None:
     """A full sync when the replica holds no rows yet (first start); None when not needed or
     another process is already syncing. A failed run is logged and returned, not raised: the
-    scheduler will try again."""
+    scheduler will try again. `cancel` stops it (nothing of a first full is kept)."""
     log = get_logger("sorsync.sync")
     engine = make_engine(database_url, pool=False)
     try:
@@ -220,12 +228,20 @@ def sync_if_empty(
         try:
             # An empty replica has nothing to protect: the first full binds it.
             result = run_sync(
-                engine, settings, kind="full", krs_url=krs_url, rebind=True, builtin=builtin
+                engine,
+                settings,
+                kind="full",
+                krs_url=krs_url,
+                rebind=True,
+                builtin=builtin,
+                cancel=cancel,
             )
         except LockHeld:
             log.info("another process is syncing; not starting a full sync")
             return None
-        if not result.ok:
+        if result.interrupted:
+            log.info("the first full sync was stopped; nothing of it was kept")
+        elif not result.ok:
             log.error("the first full sync failed", error=result.error)
         return result
     finally:

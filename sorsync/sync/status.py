@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from sorsync.config import Settings
 from sorsync.db.models import KRS_SCHEMA
@@ -124,45 +124,50 @@ _RUN_COLUMNS = "id, kind, status, started_at, finished_at, pages, records, error
 
 def status(engine: Engine, settings: Settings) -> StatusReport:
     """Read the sync state of the configured datatypes (a few small queries, read-only)."""
+    with engine.connect() as conn:
+        return status_on(conn, settings)
+
+
+def status_on(conn: Connection, settings: Settings) -> StatusReport:
+    """`status` on a connection of the caller's: the API's, which it opens again if the pooled
+    one turns out to be dead (api/database.py)."""
     dts = settings.datatypes
     stale_after = 2 * settings.delta_interval * 60.0
-    with engine.connect() as conn:
-        now = conn.execute(text("SELECT now()")).scalar_one()
-        repl = replication(conn, now)
-        states = {
-            (r.register, r.register_version, r.datatype, r.version): r
-            for r in conn.execute(
-                text(
-                    "SELECT register, register_version, datatype, version, token, updated_at,"
-                    " last_success_at, last_error, source, record_namespace, drift"
-                    " FROM krs.sync_state"
-                )
-            )
-        }
-        # Exact counts: SOR tables are small (≈10⁵ rows), and estimates lag after a full sync.
-        counts = (
-            conn.execute(
-                text(
-                    " UNION ALL ".join(
-                        f'SELECT {i} AS i, count(*) AS n FROM {KRS_SCHEMA}."{dt.table}"'
-                        for i, dt in enumerate(dts)
-                    )
-                )
-            ).all()
-            if dts
-            else []
-        )
-        rows = {int(i): int(n) for i, n in counts}
-        runs = conn.execute(
-            text(f"SELECT {_RUN_COLUMNS} FROM krs.sync_run ORDER BY id DESC LIMIT 1")
-        ).all()
-        ok_runs = conn.execute(
+    now = conn.execute(text("SELECT now()")).scalar_one()
+    repl = replication(conn, now)
+    states = {
+        (r.register, r.register_version, r.datatype, r.version): r
+        for r in conn.execute(
             text(
-                f"SELECT {_RUN_COLUMNS} FROM krs.sync_run WHERE status = 'ok'"
-                " ORDER BY id DESC LIMIT 1"
+                "SELECT register, register_version, datatype, version, token, updated_at,"
+                " last_success_at, last_error, source, record_namespace, drift"
+                " FROM krs.sync_state"
+            )
+        )
+    }
+    # Exact counts: SOR tables are small (≈10⁵ rows), and estimates lag after a full sync.
+    counts = (
+        conn.execute(
+            text(
+                " UNION ALL ".join(
+                    f'SELECT {i} AS i, count(*) AS n FROM {KRS_SCHEMA}."{dt.table}"'
+                    for i, dt in enumerate(dts)
+                )
             )
         ).all()
-        conn.rollback()
+        if dts
+        else []
+    )
+    rows = {int(i): int(n) for i, n in counts}
+    runs = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM krs.sync_run ORDER BY id DESC LIMIT 1")
+    ).all()
+    ok_runs = conn.execute(
+        text(
+            f"SELECT {_RUN_COLUMNS} FROM krs.sync_run WHERE status = 'ok' ORDER BY id DESC LIMIT 1"
+        )
+    ).all()
+    conn.rollback()
 
     items: list[DatatypeStatus] = []
     for i, dt in enumerate(dts):

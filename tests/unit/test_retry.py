@@ -13,8 +13,8 @@ from sorsync.files.read import ExportError
 from sorsync.krs.errors import TRANSIENT_HTTP_STATUS, DgwsFault, ReplicationFault, TransportError
 from sorsync.krs.feed import parse_response
 from sorsync.scheduler import SyncStopped
-from sorsync.sync.engine import describe_error
 from sorsync.sync.retry import is_transient
+from sorsync.sync.run import describe_error
 from sorsync.sync.service import SourceError
 
 
