@@ -549,6 +549,9 @@ def _link_replacements(owners: list[GenUnit]) -> None:
 
 
 # --- evolve -----------------------------------------------------------------------------------
+# `evolve` is a sequence of named steps over one `_Day`; each step makes one kind of change and
+# says whether it found somewhere to make it. The order of random draws is part of the output
+# (same seed, same bytes), so a step draws exactly what it needs, in a fixed order.
 
 CHANGE_KINDS = ("rename", "address", "move", "close", "new", "shak", "reopen")
 
@@ -574,197 +577,253 @@ def _places(model: SnapshotModel) -> list[_Place]:
     return out
 
 
-def evolve(model: SnapshotModel, changes: int, *, seed: int = 0) -> SnapshotModel:
-    """The next day's snapshot: `changes` changes, cycling through every kind (rename, address,
-    move, closure with a successor, new unit, SHAK moving to another unit, reopening).
+@dataclass(slots=True)
+class _Day:
+    """One `evolve` run: the new snapshot day, the builder that draws random values and hands
+    out new SOR ids, GLNs, ydernumre and pharmacy numbers, and where every unit sits in the
+    tree (kept current as units move or are added)."""
 
-    Changes `model` in place and returns it (copying a million-unit tree would cost more than
-    generating it again from the same seed).
-    """
+    day: date
+    b: _Builder
+    places: list[_Place]
+    by_id: dict[int, _Place]  # id(unit) → its place
+    shak_in_use: set[str]
+
+    @property
+    def rng(self) -> random.Random:
+        return self.b.rng
+
+
+def _begin_day(model: SnapshotModel, seed: int) -> _Day:
+    """Start the day after `model`'s snapshot, continuing its counters, seeded by model and day."""
     day = model.snapshot_date + timedelta(days=1)
     b = _Builder(0, day)
     b.rng = random.Random(f"{model.seed}:{seed}:{day.isoformat()}")
     b.sequence, b.gln = model.next_sequence, model.next_gln
     b.yder, b.pharmacy = model.next_ydernummer, model.next_pharmacy
     places = _places(model)
-    by_id = {id(p.unit): p for p in places}
-    shak_in_use = {p.unit.shak for p in places if p.unit.shak}
-    rng = b.rng
+    return _Day(
+        day=day,
+        b=b,
+        places=places,
+        by_id={id(p.unit): p for p in places},
+        shak_in_use={p.unit.shak for p in places if p.unit.shak},
+    )
 
-    def touch(unit: GenUnit) -> None:
-        unit.from_date = unit.updated = day
 
-    def pick(ok: Callable[[_Place], bool], tries: int = 200) -> _Place | None:
-        for _ in range(tries):
-            place = rng.choice(places)
-            if ok(place):
-                return place
-        return None
+def _end_day(model: SnapshotModel, s: _Day) -> None:
+    """Stamp `model` with the new day and the counters the day's new units advanced."""
+    model.snapshot_date = s.day
+    model.next_sequence, model.next_gln = s.b.sequence, s.b.gln
+    model.next_ydernummer, model.next_pharmacy = s.b.yder, s.b.pharmacy
 
-    def is_open_oe(p: _Place) -> bool:
-        return p.unit.level == "OE" and p.unit.to_date is None and p.parent is not None
 
-    def hospital_oe(p: _Place) -> bool:
-        return is_open_oe(p) and p.institution is not None and p.institution.type_code == HOSPITAL
+def _touch(unit: GenUnit, day: date) -> None:
+    unit.from_date = unit.updated = day
 
-    def descendants(unit: GenUnit) -> set[int]:
-        return {id(u) for u in unit.walk()}
 
-    def rename() -> bool:
-        place = pick(lambda p: p.unit.level != "IE" and p.unit.to_date is None)
-        if place is None:
+def _pick(s: _Day, ok: Callable[[_Place], bool], tries: int = 200) -> _Place | None:
+    """A random place that passes `ok`, or None after `tries` misses."""
+    for _ in range(tries):
+        place = s.rng.choice(s.places)
+        if ok(place):
+            return place
+    return None
+
+
+def _is_open_oe(p: _Place) -> bool:
+    return p.unit.level == "OE" and p.unit.to_date is None and p.parent is not None
+
+
+def _is_hospital_oe(p: _Place) -> bool:
+    return _is_open_oe(p) and p.institution is not None and p.institution.type_code == HOSPITAL
+
+
+def _is_open_below_owner(p: _Place) -> bool:
+    return p.unit.level != "IE" and p.unit.to_date is None
+
+
+def _rename(s: _Day) -> bool:
+    """An open SI or OE gets a new name (its base name with another suffix)."""
+    place = _pick(s, _is_open_below_owner)
+    if place is None:
+        return False
+    base = place.unit.name.split(" - ")[0]
+    place.unit.name = f"{base} - {s.rng.choice(_RENAME_SUFFIXES)}"
+    _touch(place.unit, s.day)
+    return True
+
+
+def _readdress(s: _Day) -> bool:
+    """An open SI or OE gets a new postal address in the same town."""
+    place = _pick(s, _is_open_below_owner)
+    if place is None:
+        return False
+    town = place.unit.postal
+    district = town.district if town and town.district else TOWNS[0][0][0]
+    postcode = town.postcode if town and town.postcode else TOWNS[0][0][1]
+    place.unit.postal = s.b.address((district, postcode, 0))
+    _touch(place.unit, s.day)
+    return True
+
+
+def _move(s: _Day) -> bool:
+    """An open OE moves, with its subtree: within its hospital, or to another practice or
+    pharmacy of the same kind."""
+    place = _pick(s, lambda p: _is_open_oe(p) and p.institution is not None)
+    if place is None or place.institution is None or place.parent is None:
+        return False
+    unit, si = place.unit, place.institution
+    if si.type_code == HOSPITAL:
+        banned = {id(u) for u in unit.walk()}
+        candidates = [
+            u for u in si.walk() if u.level == "OE" and id(u) not in banned
+            and u is not place.parent and u.to_date is None
+        ]  # fmt: skip
+    else:  # a practice or pharmacy unit moves to another institution of the same kind
+        candidates = [
+            p.unit for p in s.places[:: max(1, len(s.places) // 5000)]
+            if p.unit.level == "SI" and p.unit.type_code == si.type_code
+            and p.unit is not si and p.unit.to_date is None
+        ]  # fmt: skip
+    if not candidates:
+        return False
+    target = s.rng.choice(candidates)
+    place.parent.children.remove(unit)
+    target.children.append(unit)
+    new_si = target if target.level == "SI" else si
+    for moved in unit.walk():
+        s.by_id[id(moved)].institution = new_si
+    place.parent = target
+    _touch(unit, s.day)
+    return True
+
+
+def _close(s: _Day) -> bool:
+    """An open OE closes yesterday and a successor ("(ny)", a new SOR id, a new own EAN if it
+    had one) replaces it today, taking over its children."""
+    place = _pick(s, lambda p: _is_open_oe(p) and not p.unit.replaced_by)
+    if place is None or place.parent is None:
+        return False
+    day, old = s.day, place.unit
+    old.to_date = day - timedelta(days=1)
+    old.updated = day
+    new = GenUnit(
+        "OE", s.b.sor_id(), old.name.split(" - ")[0] + " (ny)", old.type_code, day, day, day,
+        shak=old.shak, provider_id=old.provider_id, pharmacy_id=old.pharmacy_id,
+        ean=old.ean, ean_inherited=old.ean_inherited, region_code=old.region_code,
+        postal=old.postal, visiting=old.visiting, virtual=old.virtual,
+        specialities=old.specialities, reporting=old.reporting, replaces=[old.sor_id],
+    )  # fmt: skip
+    if new.ean is not None:
+        new.ean = s.b.new_gln()
+    old.replaced_by = [new.sor_id]
+    new.children, old.children = old.children, []
+    siblings = place.parent.children
+    siblings.insert(siblings.index(old) + 1, new)
+    new_place = _Place(new, place.parent, place.institution, place.depth)
+    s.places.append(new_place)
+    s.by_id[id(new)] = new_place
+    for child in new.children:
+        s.by_id[id(child)].parent = new
+    return True
+
+
+def _new_unit(s: _Day) -> bool:
+    """An open institution gains a unit: a hospital section with a free 7-character SHAK, a
+    practitioner with a new ydernummer, or a pharmacy branch with the next filialnummer."""
+    place = _pick(s, lambda p: p.unit.level == "SI" and p.unit.to_date is None)
+    if place is None:
+        return False
+    si, day, rng = place.unit, s.day, s.rng
+    kind = si.type_code
+    if kind == HOSPITAL:
+        depts = [c for c in si.children if c.shak and len(c.shak) == 6 and c.to_date is None]
+        if not depts:
             return False
-        base = place.unit.name.split(" - ")[0]
-        place.unit.name = f"{base} - {rng.choice(_RENAME_SUFFIXES)}"
-        touch(place.unit)
-        return True
+        dept = rng.choice(depts)
+        free = [c for c in _SHAK_SECTION_CHARS if dept.shak + c not in s.shak_in_use]  # type: ignore[operator]
+        if not free:
+            return False
+        shak = f"{dept.shak}{rng.choice(free)}"
+        s.shak_in_use.add(shak)
+        text = SPECIALITY_TEXTS.get(dept.specialities[0], "klinik") if dept.specialities else ""
+        name = f"{text.capitalize()}, nyt afsnit"
+        unit = GenUnit("OE", s.b.sor_id(), name, CLINICAL, day, day, day, shak=shak,
+                       specialities=dept.specialities, reporting=True)  # fmt: skip
+        parent = dept
+    elif kind in (GENERAL_PRACTICE, SPECIALIST_PRACTICE):
+        spec = si.children[0].specialities if si.children else (GP_SPECIALITY,)
+        unit = GenUnit("OE", s.b.sor_id(), s.b.person(), None, day, day, day,
+                       provider_id=s.b.ydernummer(), ean_inherited=True,
+                       specialities=spec)  # fmt: skip
+        parent = si
+    elif kind == PHARMACY:
+        numbers = [c.pharmacy_id for c in si.children if c.pharmacy_id]
+        if not numbers:
+            return False
+        apotek = numbers[0].split(",")[0]
+        filial = 1 + max(int(n.split(",")[1]) for n in numbers if n and "," in n)
+        name = f"{si.name}, filial {rng.choice(STREETS)}"
+        unit = GenUnit("OE", s.b.sor_id(), name, None, day, day, day,
+                       pharmacy_id=f"{apotek},{filial}", ean_inherited=True)  # fmt: skip
+        parent = si
+    else:
+        return False
+    parent.children.append(unit)
+    new_place = _Place(unit, parent, si, s.by_id[id(parent)].depth + 1)
+    s.places.append(new_place)
+    s.by_id[id(unit)] = new_place
+    return True
 
-    def address() -> bool:
-        place = pick(lambda p: p.unit.level != "IE" and p.unit.to_date is None)
-        if place is None:
-            return False
-        town = place.unit.postal
-        district = town.district if town and town.district else TOWNS[0][0][0]
-        postcode = town.postcode if town and town.postcode else TOWNS[0][0][1]
-        place.unit.postal = b.address((district, postcode, 0))
-        touch(place.unit)
-        return True
 
-    def move() -> bool:
-        place = pick(lambda p: is_open_oe(p) and p.institution is not None)
-        if place is None or place.institution is None or place.parent is None:
-            return False
-        unit, si = place.unit, place.institution
-        if si.type_code == HOSPITAL:
-            banned = descendants(unit)
-            candidates = [
-                u for u in si.walk() if u.level == "OE" and id(u) not in banned
-                and u is not place.parent and u.to_date is None
-            ]  # fmt: skip
-        else:  # a practice or pharmacy unit moves to another institution of the same kind
-            candidates = [
-                p.unit for p in places[:: max(1, len(places) // 5000)]
-                if p.unit.level == "SI" and p.unit.type_code == si.type_code
-                and p.unit is not si and p.unit.to_date is None
-            ]  # fmt: skip
-        if not candidates:
-            return False
-        target = rng.choice(candidates)
-        place.parent.children.remove(unit)
-        target.children.append(unit)
-        new_si = target if target.level == "SI" else si
-        for moved in unit.walk():
-            p = by_id[id(moved)]
-            p.institution = new_si
-        place.parent = target
-        touch(unit)
-        return True
+def _shak_move(s: _Day) -> bool:
+    """A deep hospital OE's SHAK code moves to an open sibling (one without SHAK if any; else
+    the two swap codes)."""
+    place = _pick(s, lambda p: _is_hospital_oe(p) and p.unit.shak is not None and p.depth >= 3)
+    if place is None or place.parent is None:
+        return False
+    giver = place.unit
+    siblings = [u for u in place.parent.children if u is not giver and u.to_date is None]
+    takers = [u for u in siblings if u.shak is None] or siblings
+    if not takers:
+        return False
+    taker = s.rng.choice(takers)
+    giver.shak, taker.shak = taker.shak, giver.shak
+    _touch(giver, s.day)
+    _touch(taker, s.day)
+    return True
 
-    def close() -> bool:
-        place = pick(lambda p: is_open_oe(p) and not p.unit.replaced_by)
-        if place is None or place.parent is None:
-            return False
-        old = place.unit
-        old.to_date = day - timedelta(days=1)
-        old.updated = day
-        new = GenUnit(
-            "OE", b.sor_id(), old.name.split(" - ")[0] + " (ny)", old.type_code, day, day, day,
-            shak=old.shak, provider_id=old.provider_id, pharmacy_id=old.pharmacy_id,
-            ean=old.ean, ean_inherited=old.ean_inherited, region_code=old.region_code,
-            postal=old.postal, visiting=old.visiting, virtual=old.virtual,
-            specialities=old.specialities, reporting=old.reporting, replaces=[old.sor_id],
-        )  # fmt: skip
-        if new.ean is not None:
-            new.ean = b.new_gln()
-        old.replaced_by = [new.sor_id]
-        new.children, old.children = old.children, []
-        siblings = place.parent.children
-        siblings.insert(siblings.index(old) + 1, new)
-        new_place = _Place(new, place.parent, place.institution, place.depth)
-        places.append(new_place)
-        by_id[id(new)] = new_place
-        for child in new.children:
-            by_id[id(child)].parent = new
-        return True
 
-    def new_unit() -> bool:
-        place = pick(lambda p: p.unit.level == "SI" and p.unit.to_date is None)
-        if place is None:
-            return False
-        si = place.unit
-        kind = si.type_code
-        if kind == HOSPITAL:
-            depts = [c for c in si.children if c.shak and len(c.shak) == 6 and c.to_date is None]
-            if not depts:
-                return False
-            dept = rng.choice(depts)
-            free = [c for c in _SHAK_SECTION_CHARS if dept.shak + c not in shak_in_use]  # type: ignore[operator]
-            if not free:
-                return False
-            shak = f"{dept.shak}{rng.choice(free)}"
-            shak_in_use.add(shak)
-            text = SPECIALITY_TEXTS.get(dept.specialities[0], "klinik") if dept.specialities else ""
-            name = f"{text.capitalize()}, nyt afsnit"
-            unit = GenUnit("OE", b.sor_id(), name, CLINICAL, day, day, day, shak=shak,
-                           specialities=dept.specialities, reporting=True)  # fmt: skip
-            parent = dept
-        elif kind in (GENERAL_PRACTICE, SPECIALIST_PRACTICE):
-            spec = si.children[0].specialities if si.children else (GP_SPECIALITY,)
-            unit = GenUnit("OE", b.sor_id(), b.person(), None, day, day, day,
-                           provider_id=b.ydernummer(), ean_inherited=True,
-                           specialities=spec)  # fmt: skip
-            parent = si
-        elif kind == PHARMACY:
-            numbers = [c.pharmacy_id for c in si.children if c.pharmacy_id]
-            if not numbers:
-                return False
-            apotek = numbers[0].split(",")[0]
-            filial = 1 + max(int(n.split(",")[1]) for n in numbers if n and "," in n)
-            name = f"{si.name}, filial {rng.choice(STREETS)}"
-            unit = GenUnit("OE", b.sor_id(), name, None, day, day, day,
-                           pharmacy_id=f"{apotek},{filial}", ean_inherited=True)  # fmt: skip
-            parent = si
-        else:
-            return False
-        parent.children.append(unit)
-        p = _Place(unit, parent, si, by_id[id(parent)].depth + 1)
-        places.append(p)
-        by_id[id(unit)] = p
-        return True
+def _reopen(s: _Day) -> bool:
+    """A closed unit without a successor opens again (its end date removed)."""
+    place = _pick(s, lambda p: p.unit.to_date is not None and not p.unit.replaced_by, 2000)
+    if place is None:
+        return False
+    place.unit.to_date = None
+    place.unit.updated = s.day  # FromDate stays: NSP sees a later validTo only
+    return True
 
-    def shak_move() -> bool:
-        place = pick(lambda p: hospital_oe(p) and p.unit.shak is not None and p.depth >= 3)
-        if place is None or place.parent is None:
-            return False
-        giver = place.unit
-        siblings = [u for u in place.parent.children if u is not giver and u.to_date is None]
-        takers = [u for u in siblings if u.shak is None] or siblings
-        if not takers:
-            return False
-        taker = rng.choice(takers)
-        giver.shak, taker.shak = taker.shak, giver.shak
-        touch(giver)
-        touch(taker)
-        return True
 
-    def reopen() -> bool:
-        place = pick(lambda p: p.unit.to_date is not None and not p.unit.replaced_by, 2000)
-        if place is None:
-            return False
-        place.unit.to_date = None
-        place.unit.updated = day  # FromDate stays: NSP sees a later validTo only
-        return True
+_STEPS: dict[str, Callable[[_Day], bool]] = {
+    "rename": _rename, "address": _readdress, "move": _move, "close": _close, "new": _new_unit,
+    "shak": _shak_move, "reopen": _reopen,
+}  # fmt: skip
 
-    actions = {
-        "rename": rename, "address": address, "move": move, "close": close, "new": new_unit,
-        "shak": shak_move, "reopen": reopen,
-    }  # fmt: skip
+
+def evolve(model: SnapshotModel, changes: int, *, seed: int = 0) -> SnapshotModel:
+    """The next day's snapshot: `changes` changes, cycling through every kind (rename, address,
+    move, closure with a successor, new unit, SHAK moving to another unit, reopening); a change
+    that finds nowhere to apply becomes a rename.
+
+    Changes `model` in place and returns it (copying a million-unit tree would cost more than
+    generating it again from the same seed).
+    """
+    s = _begin_day(model, seed)
     for i in range(changes):
-        if not actions[CHANGE_KINDS[i % len(CHANGE_KINDS)]]():
-            rename()
-    model.snapshot_date = day
-    model.next_sequence, model.next_gln = b.sequence, b.gln
-    model.next_ydernummer, model.next_pharmacy = b.yder, b.pharmacy
+        if not _STEPS[CHANGE_KINDS[i % len(CHANGE_KINDS)]](s):
+            _rename(s)
+    _end_day(model, s)
     return model
 
 
