@@ -110,15 +110,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Create the engine (and start an embedded server if that is the configuration) before
-        # the first request; connecting is left to the pool, so a database that is down at
+        # the first request; connecting is left to the pools, so a database that is down at
         # start-up only makes /readyz say so.
         await anyio.to_thread.run_sync(lambda: db.engine)
+        await db.aopen()  # the async lookups' pool, on the loop that serves them
         # Start-up objects (modules, routes, schemas) never die: moving them out of the
         # collector's generations keeps each full collection short (lookups allocate a lot).
         gc.freeze()
         try:
             yield
         finally:
+            await db.aclose()
             db.dispose()
 
     app = FastAPI(
@@ -149,8 +151,8 @@ def create_app(
     app.include_router(ui_router)  # the web UI at / (api/ui), outside the OpenAPI document
     if cache_entries > 0:
         hot = [
-            (_route(shak.router, shak.get_shak), "shak"),
-            (_route(sor.router, sor.get_sor), "sor"),
+            (_route(shak.router, shak.get_shak), shak.CACHED),
+            (_route(sor.router, sor.get_sor), sor.CACHED),
         ]
         app.add_middleware(
             CachedLookups, db=db, cache=app.state.responses, metrics=metrics, routes=hot

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,8 +26,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.database import Database
+from api.deps import app_state, parse_date
 from api.metrics import Metrics
-from sorsync.lookup import DataVersion, today
+from sorsync.lookup import DataVersion
 from sorsync.lookup.aio import AsyncConn
 
 MAX_AGE_S = 300
@@ -70,6 +72,15 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
+def if_none_match_of(scope: Scope) -> str | None:
+    """The request's If-None-Match, straight from the ASGI scope (no Headers object built)."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == b"if-none-match":
+            return value.decode("latin-1")
+    return None
+
+
 def json_response(
     body: Any, *, status: int = 200, media_type: str = JSON, headers: dict[str, str] | None = None
 ) -> Response:
@@ -86,7 +97,7 @@ def cached_lookup(
 ) -> Response:
     """Answer 304 if the client has the current version, else run `compute` (which may raise
     ProblemError) and send its result with ETag and Cache-Control."""
-    if_none_match = request.headers.get("if-none-match")
+    if_none_match = if_none_match_of(request.scope)
 
     def work(conn: Connection) -> Response:
         etag = etag_for(db.data_version(conn), request.scope, day)
@@ -138,48 +149,78 @@ class ResponseCache:
         return len(self._bodies)
 
 
-async def acached_lookup(
-    request: Request,
-    db: Database,
-    day: dt.date,
-    compute: Callable[[AsyncConn], Awaitable[Any]],
-    *,
-    hit: Callable[[], None],
-) -> Response:
-    """`cached_lookup` for the hot async routes (on the event loop, no worker thread), with
-    answers kept in the app's ResponseCache. `hit` records a lookup answered from the cache
-    (`compute` records its own)."""
-    if_none_match = request.headers.get("if-none-match")
-    cache: ResponseCache = request.app.state.responses
+@dataclass(frozen=True, slots=True)
+class CachedLookup:
+    """A hot single lookup (`GET /prefix/{param}[?date=…]`) whose 200 answers are kept in the
+    app's ResponseCache. Its route answers through `answer`, and CachedLookups (the middleware)
+    through `before_routing`: the ETag, the day and the 304 / cached answer are derived here
+    once for both, so a body the middleware serves is the one the route would send.
+    """
 
-    def known(version: DataVersion, etag: str) -> Response | None:
-        """304, or the cached answer, or None when the lookup has to run."""
-        if matches(if_none_match, etag):
-            return _not_modified(etag)
+    kind: str  # the lookup's label in sorsync_lookups_total
+
+    def known(
+        self,
+        metrics: Metrics,
+        cache: ResponseCache,
+        version: DataVersion,
+        etag: str,
+        scope: Scope,
+        *,
+        routed: bool = True,
+    ) -> Response | None:
+        """304 if the client has `etag`, else the cached answer, else None (the lookup has to
+        run). Before routing (`routed` False) only a request whose answer is cached is known to
+        be one the route accepts, so without a body it is the route's to answer."""
         body = cache.get(version, etag)
+        if body is None and not routed:
+            return None
+        if matches(if_none_match_of(scope), etag):
+            return _not_modified(etag)
         if body is None:
             return None
-        hit()
+        metrics.lookup(self.kind, "found")
         return _answer(body, etag)
 
-    # Within the version's TTL a repeated lookup needs no database connection at all.
-    version = db.fresh_version()
-    if version is not None:
-        early = known(version, etag_for(version, request.scope, day))
-        if early is not None:
-            return early
+    def before_routing(
+        self, scope: Scope, db: Database, metrics: Metrics, cache: ResponseCache
+    ) -> Response | None:
+        """The answer to a request without query string when it needs no route: the cached
+        body (or 304) for its path on the default day, while the data version is fresh."""
+        version = db.fresh_version()
+        if version is None:
+            return None
+        # The route's day for a request without date=: today.
+        etag = etag_for(version, scope, parse_date(None))
+        return self.known(metrics, cache, version, etag, scope, routed=False)
 
-    async def work(conn: AsyncConn) -> Response:
-        version = await db.adata_version(conn)
-        etag = etag_for(version, request.scope, day)
-        answer = known(version, etag)
-        if answer is None:
-            body = orjson.dumps(await compute(conn))
-            cache.put(version, etag, body)
-            answer = _answer(body, etag)
-        return answer
+    async def answer(
+        self, request: Request, day: dt.date, compute: Callable[[AsyncConn], Awaitable[Any]]
+    ) -> Response:
+        """`cached_lookup` for the hot async routes (on the event loop, no worker thread), with
+        answers kept in the ResponseCache. `compute` (which may raise ProblemError) records its
+        own lookup metric; an answer from the cache is recorded here."""
+        db, metrics = app_state(request)
+        cache: ResponseCache = request.app.state.responses
+        scope = request.scope
+        # Within the version's TTL a repeated lookup needs no database connection at all.
+        version = db.fresh_version()
+        if version is not None:
+            early = self.known(metrics, cache, version, etag_for(version, scope, day), scope)
+            if early is not None:
+                return early
 
-    return await db.arun(work)
+        async def work(conn: AsyncConn) -> Response:
+            version = await db.adata_version(conn)
+            etag = etag_for(version, scope, day)
+            answer = self.known(metrics, cache, version, etag, scope)
+            if answer is None:
+                body = orjson.dumps(await compute(conn))
+                cache.put(version, etag, body)
+                answer = _answer(body, etag)
+            return answer
+
+        return await db.arun(work)
 
 
 class CachedLookups:
@@ -188,14 +229,14 @@ class CachedLookups:
 
     On a cache hit, FastAPI's routing and parameter handling would be about half of the
     request's cost (py-spy, cached SOR lookups). Only plain requests are answered here: GET, no
-    query string, and a data version within its TTL. Everything else, and every miss, goes
-    through the routes, which validate the request and fill the cache. So a body found here was
-    built by the same route for the same raw path and day, and a 304 for its ETag is what the
-    route would answer too.
+    query string, and a data version within its TTL; how is the route's own CachedLookup's
+    (`before_routing`). Everything else, and every miss, goes through the routes, which
+    validate the request and fill the cache. So a body found here was built by the same route
+    for the same raw path and day.
 
-    `routes` are the cacheable routes (`/prefix/{param}`) with their lookup kind. A hit puts its
-    route in the scope, so MetricsMiddleware (added after this one, so outside it) labels the
-    request as the route would.
+    `routes` are the cacheable routes (`/prefix/{param}`) with the CachedLookup each answers
+    through. A hit puts its route in the scope, so MetricsMiddleware (added after this one, so
+    outside it) labels the request as the route would.
     """
 
     def __init__(
@@ -205,18 +246,18 @@ class CachedLookups:
         db: Database,
         cache: ResponseCache,
         metrics: Metrics,
-        routes: Sequence[tuple[APIRoute, str]],
+        routes: Sequence[tuple[APIRoute, CachedLookup]],
     ) -> None:
         self.app = app
         self.db = db
         self.cache = cache
         self.metrics = metrics
-        self.routes: dict[str, tuple[APIRoute, str]] = {}
-        for route, kind in routes:
+        self.routes: dict[str, tuple[APIRoute, CachedLookup]] = {}
+        for route, lookup in routes:
             prefix, _, last = route.path.rpartition("/")
             if not (last.startswith("{") and last.endswith("}")):
                 raise ValueError(f"{route.path} does not end in a path parameter")
-            self.routes[prefix] = (route, kind)
+            self.routes[prefix] = (route, lookup)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
@@ -231,16 +272,8 @@ class CachedLookups:
         target = self.routes.get(prefix)
         if target is None or not value:
             return None
-        version = self.db.fresh_version()
-        if version is None:
-            return None
-        etag = etag_for(version, scope, today())  # no date= given: the route's default, today
-        body = self.cache.get(version, etag)
-        if body is None:
-            return None
-        scope["route"], kind = target
-        if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)
-        if if_none_match is not None and matches(if_none_match.decode("latin-1"), etag):
-            return _not_modified(etag)
-        self.metrics.lookup(kind, "found")
-        return _answer(body, etag)
+        route, lookup = target
+        response = lookup.before_routing(scope, self.db, self.metrics, self.cache)
+        if response is not None:
+            scope["route"] = route
+        return response

@@ -226,8 +226,14 @@ async def _database_handler(request: Request, exc: Exception) -> Response:
     unavailable = isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
     if not unavailable:  # a bug (bad SQL, …), not an outage
         return await _unexpected_handler(request, exc)
-    # Log the class only: driver messages can carry host names and user names.
-    log.warning("database unavailable", path=request.url.path, error=type(exc).__name__)
+    # Log the class and the SQLSTATE only (say, 57P01 for a terminated backend, 53300 for too
+    # many clients, none for a refused connection): driver messages can carry host and user names.
+    log.warning(
+        "database unavailable",
+        path=request.url.path,
+        error=type(exc).__name__,
+        sqlstate=getattr(exc.orig, "sqlstate", None),
+    )
     return problem_response(
         request,
         PROBLEM_TYPES["database-unavailable"],

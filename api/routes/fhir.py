@@ -173,10 +173,10 @@ def _sor2_addresses(addresses: dict[str, dict[str, Any]]) -> list[dict[str, Any]
 
 def _current_or_latest(conn: Any, sor_id: int) -> tuple[Unit, bool] | None:
     """The version valid today (active) or else the most recent one (inactive)."""
-    current = lookup.unit(conn, sor_id, lookup.today())
+    current = lookup.run(conn, lookup.unit(sor_id, lookup.today()))
     if current is not None:
         return current, True
-    versions = lookup.history(conn, sor_id)
+    versions = lookup.run(conn, lookup.history(sor_id))
     return (versions[-1], False) if versions else None
 
 
@@ -219,15 +219,15 @@ def _search(conn: Any, system: str | None, value: str) -> list[tuple[Unit, bool]
     if system in GLN_SYSTEMS:
         if identifier_problem(value, identifiers.gln_problem) is not None:
             return []
-        return [(u, True) for u in lookup.by_ean(conn, int(value), day)]
+        return [(u, True) for u in lookup.run(conn, lookup.by_ean(int(value), day))]
     if system == YDER_SYSTEM:
         if identifier_problem(value, identifiers.ydernummer_problem) is not None:
             return []
-        return [(u, True) for u in lookup.by_ydernummer(conn, value, day)]
+        return [(u, True) for u in lookup.run(conn, lookup.by_ydernummer(value, day))]
     value = identifiers.normalise_shak(value)
     if identifier_problem(value, identifiers.shak_problem) is not None:
         return []
-    return [(u, True) for u in lookup.by_shak(conn, value, day)]
+    return [(u, True) for u in lookup.run(conn, lookup.by_shak(value, day))]
 
 
 SUPPORTED_SYSTEMS = (SOR_SYSTEM, *GLN_SYSTEMS, YDER_SYSTEM, SHAK_SYSTEM)

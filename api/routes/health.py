@@ -26,10 +26,11 @@ async def livez() -> Response:
 
 @router.get("/readyz")
 def readyz(request: Request, db: DbDep) -> Response:
-    """Ready when the database answers and its schema is at the migration head. Pooled
-    connections are pinged before use, so this recovers by itself when the database is back."""
+    """Ready when the database answers and its schema is at the migration head. A dead pooled
+    connection is retried on a fresh one (`Database.run`), so this recovers by itself when the
+    database is back."""
     try:
-        at_head = migrate.is_at_head(db.engine)
+        at_head = db.run(migrate.revision_of) == migrate.head_revision()
     except DBAPIError as exc:
         log.warning("not ready: database unreachable", error=type(exc).__name__)
         return problem_response(
@@ -53,9 +54,12 @@ def readyz(request: Request, db: DbDep) -> Response:
 def metrics_endpoint(db: DbDep, metrics: MetricsDep) -> Response:
     """Prometheus text format; refreshes the data-age gauge from the database first."""
     try:
-        with db.connect() as conn:
-            age = db.data_version(conn).age_seconds()
-            repl = replication(conn, conn.execute(text("SELECT now()")).scalar_one())
+        age, repl = db.run(
+            lambda conn: (
+                db.data_version(conn).age_seconds(),
+                replication(conn, conn.execute(text("SELECT now()")).scalar_one()),
+            )
+        )
         if age is not None:
             metrics.data_age.set(age)
         lag = 0.0 if repl.role == "primary" else repl.lag_seconds

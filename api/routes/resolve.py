@@ -151,7 +151,7 @@ async def _json(request: Request, db: Database, metrics: Metrics, default_day: d
         default_day = parse_date(day)
     items = [_from_object(obj, None, default_day, n) for n, obj in enumerate(given, start=1)]
     cache = rs.AnswerCache(limit=len(items) + 1)
-    answers = await db.arun(lambda conn: aio.resolve_cached(conn, items, cache))
+    answers = await db.arun(lambda conn: aio.arun_steps(conn, rs.resolve_cached(items, cache)))
     _count(metrics, answers)
     content = orjson.dumps({"results": [rs.answer_json(a) for a in answers]})
     return Response(content, media_type=JSON, headers={"Cache-Control": "no-store"})
@@ -210,7 +210,7 @@ async def text_blocks(request: Request) -> AsyncIterator[str]:
 async def _answered(
     items: list[rs.Item], db: Database, metrics: Metrics, cache: rs.AnswerCache
 ) -> list[rs.Answer]:
-    answers = await db.arun(lambda conn: aio.resolve_cached(conn, items, cache))
+    answers = await db.arun(lambda conn: aio.arun_steps(conn, rs.resolve_cached(items, cache)))
     _count(metrics, answers)
     return answers
 

@@ -9,16 +9,17 @@ from fastapi import APIRouter, Path, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from api.caching import JSON, acached_lookup
+from api.caching import JSON, CachedLookup
 from api.deps import DateQuery, app_state, parse_date
 from api.problems import ProblemError, identifier_problem, require_valid
 from api.routes.common import LOOKUP_ERRORS, SHAK_PATTERN, not_found, problem_responses
 from api.schemas import ResolveRequest, ResolveResponse, ShakResponse, unit_json
 from sorsync import identifiers, lookup
-from sorsync.lookup import aio
-from sorsync.lookup.aio import AsyncConn
+from sorsync.lookup.aio import AsyncConn, arun
 
 router = APIRouter(prefix="/v1", tags=["SHAK"])
+# GET /v1/shak/{shak} answers through it, and so does api.caching.CachedLookups before routing.
+CACHED = CachedLookup("shak")
 
 MAX_CODES = 10_000
 
@@ -48,18 +49,16 @@ async def get_shak(
     shak = identifiers.normalise_shak(shak)
     require_valid(shak, identifiers.shak_problem, "invalid-shak", "a SHAK code")
     day = parse_date(date)
-    db, metrics = app_state(request)
+    metrics = app_state(request)[1]
 
     async def compute(conn: AsyncConn) -> dict[str, Any]:
-        units = await aio.resolved(conn, "shak", shak, day)
+        units = await arun(conn, lookup.resolved("shak", shak, day))
         metrics.lookup("shak", "found" if units else "not_found")
         if not units:
             raise not_found(f"No unit carries SHAK code {shak} on {day}.")
         return {"shak": shak, "date": day, "units": [unit_json(u) for u in units]}
 
-    return await acached_lookup(
-        request, db, day, compute, hit=lambda: metrics.lookup("shak", "found")
-    )
+    return await CACHED.answer(request, day, compute)
 
 
 @router.get("/shak/{shak:path}", include_in_schema=False)
@@ -104,7 +103,7 @@ def resolve_shak(request: Request, body: ResolveRequest) -> Response:
         code: identifier_problem(code, identifiers.shak_problem) for code in dict.fromkeys(codes)
     }
     valid = [code for code, problem in problems.items() if problem is None]
-    found = db.run(lambda conn: lookup.resolve_shak_json(conn, valid, day))
+    found = db.run(lambda conn: lookup.run_steps(conn, lookup.resolve_shak_json(valid, day)))
     # The units arrive as JSON text from PostgreSQL: splice them in rather than parse them.
     # Valid codes are [0-9A-Z] only, so they go into the JSON as they are.
     parts: list[bytes] = []

@@ -7,15 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from api.caching import acached_lookup, cached_lookup
+from api.caching import CachedLookup, cached_lookup
 from api.deps import DateQuery, app_state, parse_date
 from api.routes.common import LOOKUP_ERRORS, SorIdPath, not_found, sor_id_int
 from api.schemas import HistoryResponse, SorResponse, unit_json
 from sorsync import lookup
-from sorsync.lookup import aio
-from sorsync.lookup.aio import AsyncConn
+from sorsync.lookup.aio import AsyncConn, arun
 
 router = APIRouter(prefix="/v1", tags=["SOR"])
+# GET /v1/sor/{sor_id} answers through it, and so does api.caching.CachedLookups before routing.
+CACHED = CachedLookup("sor")
 
 
 @router.get(
@@ -30,13 +31,13 @@ async def get_sor(request: Request, sor_id: SorIdPath, date: DateQuery = None) -
     hospital or practice) and the SOR ids of its `children` valid that day."""
     key = sor_id_int(sor_id)
     day = parse_date(date)
-    db, metrics = app_state(request)
+    metrics = app_state(request)[1]
 
     async def compute(conn: AsyncConn) -> dict[str, Any]:
-        tree = await aio.unit_tree(conn, key, day)
+        tree = await arun(conn, lookup.unit_tree(key, day))
         metrics.lookup("sor", "found" if tree else "not_found")
         if tree is None:
-            if await aio.sor_id_known(conn, key):
+            if await arun(conn, lookup.sor_id_known(key)):
                 raise not_found(
                     f"SOR unit {sor_id} is not valid on {day}; "
                     f"its versions are at /v1/sor/{sor_id}/history."
@@ -49,9 +50,7 @@ async def get_sor(request: Request, sor_id: SorIdPath, date: DateQuery = None) -
             "children": [str(c) for c in tree.children],
         }
 
-    return await acached_lookup(
-        request, db, day, compute, hit=lambda: metrics.lookup("sor", "found")
-    )
+    return await CACHED.answer(request, day, compute)
 
 
 @router.get(
@@ -67,7 +66,7 @@ def get_history(request: Request, sor_id: SorIdPath) -> Response:
     db, metrics = app_state(request)
 
     def compute(conn: Any) -> dict[str, Any]:
-        versions = lookup.history(conn, key)
+        versions = lookup.run(conn, lookup.history(key))
         metrics.lookup("history", "found" if versions else "not_found")
         if not versions:
             raise not_found(f"No SOR unit has id {sor_id}.")

@@ -28,10 +28,10 @@ def get_status(request: Request, db: DbDep) -> Response:
     rows it holds and its last error; the data age, and the last (successful) sync run. The
     same report as `sorsync status --json`, plus `data_version`."""
     # Imported on first use: sorsync.sync pulls in the SOAP client, which lookups never need.
-    from sorsync.sync.status import status
+    from sorsync.sync.status import status_on
 
     settings: Settings = request.app.state.settings or get_settings()
-    report = status(db.engine, settings)
+    report = db.run(lambda conn: status_on(conn, settings))
     body: dict[str, Any] = report.to_dict()
     ok_run = report.last_ok_run
     body = {"data_version": None if ok_run is None else str(ok_run.id), **body}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -49,7 +48,7 @@ def get_yder(
         request,
         day,
         ("yder", "ydernummer", ydernummer),
-        lambda conn: lookup.resolved(conn, "ydernummer", ydernummer, day),
+        lookup.resolved("ydernummer", ydernummer, day),
         f"No unit carries ydernummer {ydernummer} on {day}.",
     )
 
@@ -81,7 +80,7 @@ def get_ean(
         request,
         day,
         ("ean", "gln", gln),
-        lambda conn: lookup.resolved(conn, "ean", gln, day),
+        lookup.resolved("ean", gln, day),
         f"No unit has GLN {gln} on {day}.",
     )
 
@@ -128,17 +127,11 @@ def search_units(
             raise ProblemError("invalid-parameter", f"{name} must not contain control characters.")
     day = parse_date(date)
     db, _ = app_state(request)
+    cursor = None if after is None else int(after)
+    query = lookup.search(day=day, q=q, kind=kind, postcode=postcode, limit=limit, after=cursor)
 
     def compute(conn: Any) -> dict[str, Any]:
-        page = lookup.search(
-            conn,
-            day=day,
-            q=q,
-            kind=kind,
-            postcode=postcode,
-            limit=limit,
-            after=None if after is None else int(after),
-        )
+        page = lookup.run(conn, query)
         return {
             "items": [unit_json(u) for u in page.items],
             "next": None if page.next_after is None else str(page.next_after),
@@ -151,7 +144,7 @@ def _units_by(
     request: Request,
     day: dt.date,
     what: tuple[str, str, str],
-    fetch: Callable[[Any], list[lookup.Unit]],
+    query: lookup.Query[list[lookup.Unit]],
     none_found: str,
 ) -> Response:
     """A cached number → units lookup: (metric kind, response key, the number as given)."""
@@ -159,7 +152,7 @@ def _units_by(
     db, metrics = app_state(request)
 
     def compute(conn: Any) -> dict[str, Any]:
-        units = fetch(conn)
+        units = lookup.run(conn, query)
         metrics.lookup(kind, "found" if units else "not_found")
         if not units:
             raise not_found(none_found)

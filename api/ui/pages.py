@@ -245,28 +245,30 @@ def _search(
     q = query.q
     for what in query.kinds:
         if what in ("name", "postcode"):
-            page = lookup.search(
+            page = lookup.run(
                 conn,
-                day=day,
-                q=q if what == "name" else None,
-                postcode=q if what == "postcode" else None,
-                kind=kind,
-                limit=PAGE_SIZE,
-                after=after,
+                lookup.search(
+                    day=day,
+                    q=q if what == "name" else None,
+                    postcode=q if what == "postcode" else None,
+                    kind=kind,
+                    limit=PAGE_SIZE,
+                    after=after,
+                ),
             )
             sections.append(Section(what, page.items, page.next_after))
             continue
         if after is not None:
             continue  # exact codes are on the first page only
         if what == "sor_id":
-            found = lookup.unit(conn, int(q), day)
+            found = lookup.run(conn, lookup.unit(int(q), day))
             units = [] if found is None else [found]
         elif what == "shak":
-            units = lookup.by_shak(conn, q.upper(), day)
+            units = lookup.run(conn, lookup.by_shak(q.upper(), day))
         elif what == "gln":
-            units = lookup.by_ean(conn, int(q), day)
+            units = lookup.run(conn, lookup.by_ean(int(q), day))
         else:
-            units = lookup.by_ydernummer(conn, q, day)
+            units = lookup.run(conn, lookup.by_ydernummer(q, day))
         sections.append(Section(what, of_kind(units)))
     return sections
 
@@ -553,11 +555,11 @@ def unit_page(request: Request, sor_id: str, date: str | None = None) -> Respons
     db, _ = app_state(request)
 
     def work(conn: Connection) -> dict[str, Any] | None:
-        versions = lookup.history(conn, key)
+        versions = lookup.run(conn, lookup.history(key))
         if not versions:
             return None
         shown_day = day
-        tree = lookup.unit_tree(conn, key, day)
+        tree = lookup.run(conn, lookup.unit_tree(key, day))
         shown: Unit
         if tree is None:
             shown = _nearest(versions, day)
@@ -567,7 +569,7 @@ def unit_page(request: Request, sor_id: str, date: str | None = None) -> Respons
                 shown_day = end - dt.timedelta(days=1)
             elif start is not None:
                 shown_day = start
-            tree = lookup.unit_tree(conn, key, shown_day)
+            tree = lookup.run(conn, lookup.unit_tree(key, shown_day))
         if tree is not None:
             shown = tree.unit
         children = queries.units_on(conn, tree.children, shown_day) if tree else {}
@@ -822,13 +824,16 @@ def status_page(request: Request) -> Response:
     # Imported on first use, as api/routes/status.py does: the sync package pulls in the SOAP
     # client, which lookups never need.
     from sorsync.config import Settings, get_settings
-    from sorsync.sync.status import status
+    from sorsync.sync.status import status_on
 
     db, _ = app_state(request)
     settings: Settings = request.app.state.settings or get_settings()
-    report = status(db.engine, settings)
-    runs, sources = db.run(
-        lambda conn: (queries.recent_runs(conn, RUNS_SHOWN), queries.sources(conn))
+    report, runs, sources = db.run(
+        lambda conn: (
+            status_on(conn, settings),
+            queries.recent_runs(conn, RUNS_SHOWN),
+            queries.sources(conn),
+        )
     )
     lang, _ = _lang(request)
     t = translator(lang)

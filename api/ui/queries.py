@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from sorsync.lookup import Unit
-from sorsync.lookup.units import COLUMNS, day_start, fetch
+from sorsync.lookup.query import fetch
+from sorsync.lookup.units import COLUMNS, day_start
 
 _U = ", ".join(f"u.{c.strip()}" for c in COLUMNS.split(","))
 _VALID = (

@@ -28,6 +28,7 @@ import typer
 from sorsync.cli.app import EXIT_CONFIG, EXIT_FAILED, app
 from sorsync.cli.common import fail
 from sorsync.lookup import resolve as rs
+from sorsync.lookup import run_steps
 
 SAMPLE = 1 << 16  # bytes read ahead to detect the encoding and the delimiter
 DELIMITERS = (";", ",", "\t")
@@ -275,7 +276,7 @@ def resolve_rows(
             done, in_flight = in_flight, None
             if done is not None:
                 done[1].result()  # the cache is free again (and a failure surfaces here)
-            future = pool.submit(rs.resolve_cached, conn, items, cache)
+            future = pool.submit(run_steps, conn, rs.resolve_cached(items, cache))
             in_flight = (pending, future)
             pending, items = [], []
             finish(done)  # written while the new chunk is in the database

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 import sorsync
 
@@ -65,7 +65,12 @@ def head_revision() -> str | None:
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return revision_of(conn)
+
+
+def revision_of(conn: Connection) -> str | None:
+    """`current_revision` on a connection of the caller's (the API's, which it retries)."""
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 def is_at_head(engine: Engine) -> bool:

@@ -1,5 +1,11 @@
-"""Read-side queries over the SOR replica (used by the API; no module here imports `api`)."""
+"""Read-side queries over the SOR replica (used by the API; no module here imports `api`).
 
+Each lookup is written once, as a function building a `Query` (or `Steps` of several); `run` /
+`run_steps` execute it on a SQLAlchemy Connection, `aio.arun` / `aio.arun_steps` on a psycopg
+AsyncConnection (sorsync/lookup/query.py says how).
+"""
+
+from sorsync.lookup.query import Query, Steps, run, run_steps
 from sorsync.lookup.status import (
     NO_VERSION,
     DataVersion,
@@ -33,7 +39,9 @@ __all__ = [
     "KINDS",
     "NO_VERSION",
     "DataVersion",
+    "Query",
     "SearchPage",
+    "Steps",
     "Unit",
     "UnitTree",
     "by_ean",
@@ -46,6 +54,8 @@ __all__ = [
     "resolve_shak",
     "resolve_shak_json",
     "resolved",
+    "run",
+    "run_steps",
     "search",
     "sor_id_known",
     "today",

@@ -5,6 +5,8 @@ live in that one function (sorsync/db/views.py, docs/back-mapping.md); this modu
 items with the single lookups' messages, sends the valid ones in one query per chunk, and
 renders answers as JSON or CSV cells. The API (api/routes/resolve.py) and `sorsync resolve`
 (sorsync/cli/resolve.py) both use it; the analysts' SQL functions call `sor.resolve` directly.
+`resolve_cached` is Steps (sorsync/lookup/query.py), the same logic whoever runs it:
+`run_steps(conn, …)` on a Connection, `await aio.arun_steps(conn, …)` on the loop.
 """
 
 from __future__ import annotations
@@ -17,10 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection
-
 from sorsync import identifiers
-from sorsync.lookup.units import fetch
+from sorsync.lookup.query import Query, Rows, Steps
 
 CODE_KINDS = ("shak", "sor", "ean", "ydernummer")
 STATUSES = ("found", "not_found", "invalid", "ambiguous")
@@ -207,11 +207,13 @@ def distinct_keys(items: Iterable[Item], known: dict[Key, Answer] | None = None)
     return list(seen)
 
 
-def resolve(conn: Connection, items: Sequence[Item]) -> list[Answer]:
-    """Answer `items` in order with one query (each distinct valid item asked once)."""
-    keys = distinct_keys(items)
-    found = group_rows(keys, fetch(conn, RESOLVE, query_params(keys))) if keys else {}
-    return answer(items, found)
+def resolve_query(keys: Sequence[Key]) -> Query[dict[Key, Answer]]:
+    """sor.resolve for `keys` (distinct, valid), answered one Answer per key."""
+
+    def grouped(rows: Rows) -> dict[Key, Answer]:
+        return group_rows(keys, rows)
+
+    return Query(RESOLVE, query_params(keys), grouped)
 
 
 class AnswerCache:
@@ -230,12 +232,13 @@ class AnswerCache:
                 del self.answers[key]
 
 
-def resolve_cached(conn: Connection, items: Sequence[Item], cache: AnswerCache) -> list[Answer]:
-    """`resolve`, asking only for the items `cache` has not seen."""
+def resolve_cached(items: Sequence[Item], cache: AnswerCache) -> Steps[list[Answer]]:
+    """Answer `items` in order with one query, asking only for the distinct valid items `cache`
+    has not seen (no query if it has seen them all)."""
     keys = distinct_keys(items, cache.answers)
     if not keys:
         return answer(items, cache.answers)
-    fresh = group_rows(keys, fetch(conn, RESOLVE, query_params(keys)))
+    fresh: dict[Key, Answer] = yield resolve_query(keys)
     # Answered before the cache takes the fresh answers: adding them may evict an older
     # answer that an item of this very chunk needs.
     answers = answer(items, ChainMap(fresh, cache.answers))

@@ -8,9 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection
-
-from sorsync.lookup.units import fetch
+from sorsync.lookup.query import Query, Rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +35,13 @@ DATA_VERSION = (
 )
 
 
-def data_version(conn: Connection) -> DataVersion:
-    rows = fetch(conn, DATA_VERSION, {})
+def version_of(rows: Rows) -> DataVersion:
     return NO_VERSION if not rows else DataVersion(run_id=rows[0][0], finished_at=rows[0][1])
+
+
+_DATA_VERSION_QUERY = Query(DATA_VERSION, {}, version_of)
+
+
+def data_version() -> Query[DataVersion]:
+    """The data version now (the query takes no parameters: one object serves every call)."""
+    return _DATA_VERSION_QUERY

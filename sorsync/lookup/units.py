@@ -1,4 +1,5 @@
-"""Lookups of SOR units as of a date: plain functions over a SQLAlchemy Connection.
+"""Lookups of SOR units as of a date: each a function building its `Query` (SQL, parameters and
+the shaping of its rows, sorsync/lookup/query.py), run by `run(conn, …)` or `await arun(conn, …)`.
 
 Every query reads the `sor` views (sorsync/db/views.py): `sor.unit`, `sor.shak_map` for SHAK
 codes and `sor.unit_link` for children. The views' UNION ALL is flattened by PostgreSQL so that
@@ -11,17 +12,13 @@ stores SOR dates (local midnight).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-import psycopg
-from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
-
 from sorsync.identifiers import normalise_ydernummer
+from sorsync.lookup.query import Query, Rows, Steps
 
 COPENHAGEN = ZoneInfo("Europe/Copenhagen")
 # The v1 kinds; SOR2 units are of these where their type says so, else of the last three.
@@ -132,31 +129,46 @@ def local_date(value: datetime | None) -> date | None:
     return None if value is None else value.astimezone(COPENHAGEN).date()
 
 
-def fetch(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Run `sql` (psycopg `%(name)s` placeholders) on the connection's driver cursor.
-
-    Lookups are tiny indexed queries, so per-call overhead dominates: SQLAlchemy's result
-    layer rebuilds column metadata for every textual query (≈150 µs for a 21-column row),
-    the driver cursor does not. Errors still surface as SQLAlchemy DBAPIError subclasses, and a
-    dropped connection is invalidated, as SQLAlchemy itself would do.
-    """
-    raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
-    try:
-        # Binary results: timestamps and bigints arrive without text parsing.
-        with raw.cursor(binary=True) as cursor:
-            return cursor.execute(sql, params).fetchall()
-    except psycopg.Error as exc:
-        disconnect = conn.dialect.is_disconnect(cast(Any, exc), conn.connection, None)
-        if disconnect:
-            conn.invalidate()
-        raise DBAPIError.instance(
-            sql, dict(params), exc, psycopg.Error, connection_invalidated=disconnect
-        ) from exc
+# --- shaping: plain functions of the fetched rows (module level: no allocation per lookup) ----
 
 
-def _units(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[Unit]:
+def units_of(rows: Rows) -> list[Unit]:
+    """Rows of the unit columns (COLUMNS) as Units."""
     make = Unit._make
-    return [make(row) for row in fetch(conn, sql, params)]
+    return [make(row) for row in rows]
+
+
+def first_unit(rows: Rows) -> Unit | None:
+    return Unit._make(rows[0]) if rows else None
+
+
+def units_by_code(rows: Rows) -> dict[str, list[Unit]]:
+    """Rows of (code, unit columns…) as code → its units, in row order."""
+    found: dict[str, list[Unit]] = {}
+    make = Unit._make
+    for row in rows:
+        found.setdefault(row[0], []).append(make(row[1:]))
+    return found
+
+
+def tree_of(rows: Rows) -> UnitTree | None:
+    """TREE_WITH_CHILDREN's rows (the unit, then its ancestors, nearest first; the first row's
+    last column the children's SOR ids) as a UnitTree, None if no row."""
+    if not rows:
+        return None
+    # Two versions valid on one day would be bad data; show the first, keep the chain sane.
+    seen: set[int] = set()
+    path = []
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            path.append(Unit._make(row[:-1]))
+    children: list[int] = rows[0][-1]
+    return UnitTree(unit=path[0], ancestors=path[1:], children=children)
+
+
+def first_value_true(rows: Rows) -> bool:
+    return bool(rows[0][0])
 
 
 # SHAK → SOR goes through sor.shak_map: SOR2's shaksormap where it holds rows, else the units'
@@ -173,10 +185,10 @@ BY_SHAK = (
 )
 
 
-def by_shak(conn: Connection, code: str, day: date) -> list[Unit]:
+def by_shak(code: str, day: date) -> Query[list[Unit]]:
     """Every unit carrying SHAK `code` on `day` (SHAK → SOR is 1:N), ordered by SOR id; a
     child that inherits its parent's code is listed too (`resolved` leaves it out)."""
-    return _units(conn, BY_SHAK, {"code": code, "at": day_start(day)})
+    return Query(BY_SHAK, {"code": code, "at": day_start(day)}, units_of)
 
 
 # The answer for a code of a kind on a day, by the back-mapping rules (the SQL function
@@ -197,11 +209,11 @@ RESOLVED = {
 }
 
 
-def resolved(conn: Connection, kind: str, code: str, day: date) -> list[Unit]:
+def resolved(kind: str, code: str, day: date) -> Query[list[Unit]]:
     """The units that answer `code` of `kind` (shak, sor, ean, ydernummer; validated and
     normalised by the caller) on `day`: one when found, several when ambiguous, none when not
     found; a candidate whose parent is also one is left out (docs/back-mapping.md)."""
-    return _units(conn, RESOLVED[kind], {"code": code, "day": day})
+    return Query(RESOLVED[kind], {"code": code, "day": day}, units_of)
 
 
 # The answer to many SHAK codes: sor.resolve_items for all of them at once (codes
@@ -215,16 +227,13 @@ _RESOLVED_MANY = (
 RESOLVE = f"SELECT c.code, {_U_COLUMNS} {_RESOLVED_MANY} {_OF_ITEM} ORDER BY c.code, u.sor_id"
 
 
-def resolve_shak(conn: Connection, codes: list[str], day: date) -> dict[str, list[Unit]]:
-    """Many SHAK codes in one round trip: code → the units that answer it on `day` (as
-    `resolved`; codes without any are absent from the result). Callers validate and
-    de-duplicate the codes."""
-    found: dict[str, list[Unit]] = {}
+def resolve_shak(codes: list[str], day: date) -> Steps[dict[str, list[Unit]]]:
+    """Many SHAK codes in one round trip (none for no codes): code → the units that answer it
+    on `day` (as `resolved`; codes without any are absent from the result). Callers validate
+    and de-duplicate the codes."""
     if not codes:
-        return found
-    make = Unit._make
-    for row in fetch(conn, RESOLVE, {"codes": codes, "day": day}):
-        found.setdefault(row[0], []).append(make(row[1:]))
+        return {}
+    found: dict[str, list[Unit]] = yield Query(RESOLVE, {"codes": codes, "day": day}, units_by_code)
     return found
 
 
@@ -272,7 +281,10 @@ SELECT c.code, json_agg(j ORDER BY u.sor_id)::text
 """
 
 
-def resolve_shak_json(conn: Connection, codes: list[str], day: date) -> dict[str, str]:
+JIT_OFF = "SELECT set_config('jit', 'off', true)"
+
+
+def resolve_shak_json(codes: list[str], day: date) -> Steps[dict[str, str]]:
     """`resolve_shak`, with each code's units as a JSON array text (the API's unit shape)."""
     if not codes:
         return {}
@@ -281,8 +293,9 @@ def resolve_shak_json(conn: Connection, codes: list[str], day: date) -> dict[str
         raise ValueError("a SHAK code cannot contain a comma; validate the codes first")
     # JIT off, as sor.resolve sets it: the plan's cost for many codes crosses JIT's threshold,
     # and compiling it took seconds (10 000 codes: 7 s instead of 0.5 s).
-    fetch(conn, "SELECT set_config('jit', 'off', true)", {})
-    return dict(fetch(conn, RESOLVE_JSON, {"codes": joined, "day": day}))
+    yield Query(JIT_OFF, {}, len)
+    found: dict[str, str] = yield Query(RESOLVE_JSON, {"codes": joined, "day": day}, dict)
+    return found
 
 
 # The unit valid on the day (the answer sor.resolve_item gives for the SOR id, as `resolved`)
@@ -321,31 +334,19 @@ def tree_params(sor_id: int, day: date) -> dict[str, Any]:
     return {"sor_id": sor_id, "code": str(sor_id), "day": day, "at": day_start(day)}
 
 
-def unit_tree(conn: Connection, sor_id: int, day: date) -> UnitTree | None:
+def unit_tree(sor_id: int, day: date) -> Query[UnitTree | None]:
     """The unit `sor_id` on `day` with ancestors up to its hospital/practice and the SOR ids
-    of its children valid that day; None if no version of it is valid that day."""
-    params = tree_params(sor_id, day)
-    chain = _units(conn, TREE, params)
-    if not chain:
-        return None
-    # Two versions valid on one day would be bad data; show the first, keep the chain sane.
-    seen: set[int] = set()
-    path = []
-    for unit in chain:
-        if unit.sor_id not in seen:
-            seen.add(unit.sor_id)
-            path.append(unit)
-    children = [row[0] for row in fetch(conn, CHILDREN, params)]
-    return UnitTree(unit=path[0], ancestors=path[1:], children=children)
+    of its children valid that day (one round trip); None if no version of it is valid that
+    day."""
+    return Query(TREE_WITH_CHILDREN, tree_params(sor_id, day), tree_of)
 
 
 UNIT = f"SELECT {_U_COLUMNS} FROM sor.unit u WHERE u.sor_id = %(sor_id)s AND {_VALID} {_ORDER}"
 
 
-def unit(conn: Connection, sor_id: int, day: date) -> Unit | None:
+def unit(sor_id: int, day: date) -> Query[Unit | None]:
     """The version of unit `sor_id` valid on `day`, or None."""
-    rows = _units(conn, UNIT, {"sor_id": sor_id, "at": day_start(day)})
-    return rows[0] if rows else None
+    return Query(UNIT, {"sor_id": sor_id, "at": day_start(day)}, first_unit)
 
 
 HISTORY = (
@@ -354,9 +355,9 @@ HISTORY = (
 )
 
 
-def history(conn: Connection, sor_id: int) -> list[Unit]:
+def history(sor_id: int) -> Query[list[Unit]]:
     """Every version of unit `sor_id`, oldest first (empty if the SOR id is unknown)."""
-    return _units(conn, HISTORY, {"sor_id": sor_id})
+    return Query(HISTORY, {"sor_id": sor_id}, units_of)
 
 
 BY_YDER = (
@@ -373,18 +374,18 @@ def ydernummer_variants(number: str) -> list[str]:
     return [bare.rjust(width, "0") for width in range(len(bare), 10)]
 
 
-def by_ydernummer(conn: Connection, number: str, day: date) -> list[Unit]:
+def by_ydernummer(number: str, day: date) -> Query[list[Unit]]:
     """Units carrying ydernummer `number` on `day`, with or without leading zeros."""
     params = {"numbers": ydernummer_variants(number), "at": day_start(day)}
-    return _units(conn, BY_YDER, params)
+    return Query(BY_YDER, params, units_of)
 
 
 BY_EAN = f"SELECT {_U_COLUMNS} FROM sor.unit u WHERE u.ean = %(gln)s AND {_VALID} {_ORDER}"
 
 
-def by_ean(conn: Connection, gln: int, day: date) -> list[Unit]:
+def by_ean(gln: int, day: date) -> Query[list[Unit]]:
     """Units with EAN/GLN location number `gln` on `day` (inherited EANs repeat on children)."""
-    return _units(conn, BY_EAN, {"gln": gln, "at": day_start(day)})
+    return Query(BY_EAN, {"gln": gln, "at": day_start(day)}, units_of)
 
 
 def like_pattern(q: str) -> str:
@@ -394,7 +395,6 @@ def like_pattern(q: str) -> str:
 
 
 def search(
-    conn: Connection,
     *,
     day: date,
     q: str | None = None,
@@ -402,7 +402,7 @@ def search(
     postcode: str | None = None,
     limit: int = 100,
     after: int | None = None,
-) -> SearchPage:
+) -> Query[SearchPage]:
     """Units valid on `day` matching every given filter, ordered by SOR id, one version per
     unit. Keyset pagination: pass the previous page's `next_after` as `after`."""
     where = [_VALID]
@@ -424,16 +424,20 @@ def search(
         f"SELECT DISTINCT ON (u.sor_id) {_U_COLUMNS} FROM sor.unit u "
         f"WHERE {' AND '.join(where)} {_ORDER} LIMIT %(limit)s"
     )
-    items = _units(conn, sql, params)
-    if len(items) > limit:
-        items = items[:limit]
-        return SearchPage(items=items, next_after=items[-1].sor_id)
-    return SearchPage(items=items, next_after=None)
+
+    def page(rows: Rows) -> SearchPage:
+        items = units_of(rows)
+        if len(items) > limit:
+            items = items[:limit]
+            return SearchPage(items=items, next_after=items[-1].sor_id)
+        return SearchPage(items=items, next_after=None)
+
+    return Query(sql, params, page)
 
 
 EXISTS = "SELECT EXISTS (SELECT 1 FROM sor.unit u WHERE u.sor_id = %(sor_id)s)"
 
 
-def sor_id_known(conn: Connection, sor_id: int) -> bool:
+def sor_id_known(sor_id: int) -> Query[bool]:
     """Whether any version of `sor_id` exists (to tell 'unknown' from 'not valid that day')."""
-    return bool(fetch(conn, EXISTS, {"sor_id": sor_id})[0][0])
+    return Query(EXISTS, {"sor_id": sor_id}, first_value_true)

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from sorsync import lookup
 from sorsync.lookup import aio
 from sorsync.lookup import units as q
+from sorsync.lookup.query import fetch
 from sorsync.lookup.status import DATA_VERSION
 from tests.fixtures.api import SorData
 
@@ -49,32 +50,36 @@ def test_like_pattern_escapes() -> None:
 def test_lookups(engine: Engine, sor_data: SorData) -> None:
     day = dt.date(2024, 1, 1)
     with engine.connect() as conn:
-        tree = lookup.unit_tree(conn, int(sor_data.section), day)
+        tree = lookup.run(conn, lookup.unit_tree(int(sor_data.section), day))
         assert tree is not None
         assert [u.sor_id for u in tree.ancestors] == [
             int(sor_data.department),
             int(sor_data.hospital),
         ]
-        assert lookup.unit_tree(conn, int(sor_data.closed_section), day) is None
-        assert lookup.sor_id_known(conn, int(sor_data.closed_section))
-        assert [u.name for u in lookup.history(conn, int(sor_data.department))] == [
+        assert lookup.run(conn, lookup.unit_tree(int(sor_data.closed_section), day)) is None
+        assert lookup.run(conn, lookup.sor_id_known(int(sor_data.closed_section)))
+        assert [u.name for u in lookup.run(conn, lookup.history(int(sor_data.department)))] == [
             "Medicinsk Afdeling",
             "Medicinsk Afdeling M1",
         ]
-        found = lookup.resolve_shak(conn, ["800120", "8001", "0000"], day)
+        found = lookup.run_steps(conn, lookup.resolve_shak(["800120", "8001", "0000"], day))
         assert sorted(found) == ["8001", "800120"]
         assert len(found["800120"]) == 1  # the child inherits the code: its parent answers
-        as_json = lookup.resolve_shak_json(conn, ["800120", "8001", "0000", ""], day)
+        as_json = lookup.run_steps(
+            conn, lookup.resolve_shak_json(["800120", "8001", "0000", ""], day)
+        )
         assert sorted(as_json) == ["8001", "800120"]
         assert [u["sor_id"] for u in json.loads(as_json["800120"])] == [
             str(u.sor_id) for u in found["800120"]
         ]
         with pytest.raises(ValueError, match="comma"):
-            lookup.resolve_shak_json(conn, ["8001,800120"], day)
-        page = lookup.search(conn, day=day, kind="sygehusafdeling", limit=2)
+            lookup.run_steps(conn, lookup.resolve_shak_json(["8001,800120"], day))
+        page = lookup.run(conn, lookup.search(day=day, kind="sygehusafdeling", limit=2))
         assert len(page.items) == 2
         assert page.next_after == page.items[-1].sor_id
-        rest = lookup.search(conn, day=day, kind="sygehusafdeling", after=page.next_after)
+        rest = lookup.run(
+            conn, lookup.search(day=day, kind="sygehusafdeling", after=page.next_after)
+        )
         assert rest.next_after is None
         assert {u.sor_id for u in page.items + rest.items} == {
             int(sor_data.department),
@@ -92,6 +97,7 @@ PLANS: list[tuple[str, str, dict[str, Any]]] = [
     ("resolve", q.RESOLVE, {"codes": ["8001", "800110"], "day": DAY}),
     ("resolve json", q.RESOLVE_JSON, {"codes": "8001,800110", "day": DAY}),
     ("sor+ancestors", q.TREE, q.tree_params(347811000016004, DAY)),
+    ("sor tree", q.TREE_WITH_CHILDREN, q.tree_params(347811000016004, DAY)),
     *(
         (f"resolved {kind}", sql, {"code": code, "day": DAY})
         for kind, sql, code in (
@@ -119,7 +125,7 @@ def test_every_lookup_uses_indexes(
     on its own)."""
     with engine.connect() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(row[0] for row in q.fetch(conn, "EXPLAIN " + sql, params))
+        plan = "\n".join(row[0] for row in fetch(conn, "EXPLAIN " + sql, params))
         conn.rollback()
     # sor.resolve_item's ydernummer branch: the v1 tables without a ydernummer sit behind a
     # one-time filter that is false (`NULL = ANY(…)`), so their scans never run.
@@ -138,15 +144,20 @@ def test_api_connections_run_without_jit(database_url: str) -> None:
 
     db = Database(database_url)
 
-    async def jit_async() -> str:
+    async def jit_async() -> tuple[str, str]:
         async def work(conn: aio.AsyncConn) -> str:
             rows = await aio.fetch(conn, "SHOW jit", {})
             return str(rows[0][0])
 
-        return await db.arun(work)
+        alone = await db.arun(work)  # no pool on this loop: a connection of its own
+        await db.aopen()
+        try:
+            return alone, await db.arun(work)  # the pool's
+        finally:
+            await db.aclose()
 
     try:
         assert db.run(lambda conn: conn.exec_driver_sql("SHOW jit").scalar()) == "off"
-        assert asyncio.run(jit_async()) == "off"
+        assert asyncio.run(jit_async()) == ("off", "off")
     finally:
         db.dispose()

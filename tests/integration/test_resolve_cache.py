@@ -9,6 +9,7 @@ import datetime as dt
 from sqlalchemy import Engine
 
 from sorsync.lookup import resolve as rs
+from sorsync.lookup import run_steps
 
 DAY = dt.date(2025, 6, 1)
 
@@ -20,10 +21,10 @@ def test_a_hit_evicted_by_its_own_chunk_is_still_answered(clean_db: Engine) -> N
         return [rs.item("shak", code, None, DAY) for code in codes]
 
     with clean_db.connect() as conn:
-        first = rs.resolve_cached(conn, items("1001", "1002"), cache)
+        first = run_steps(conn, rs.resolve_cached(items("1001", "1002"), cache))
         assert [a.status for a in first] == ["not_found", "not_found"]
         # 1001 is a hit; 1003 and 1004 are fresh and leave no room for it.
-        again = rs.resolve_cached(conn, items("1001", "1003", "1004", "xx"), cache)
+        again = run_steps(conn, rs.resolve_cached(items("1001", "1003", "1004", "xx"), cache))
     assert [(a.item.code, a.status) for a in again] == [
         ("1001", "not_found"), ("1003", "not_found"), ("1004", "not_found"), ("XX", "invalid"),
     ]  # fmt: skip

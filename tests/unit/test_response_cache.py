@@ -1,10 +1,14 @@
-"""The API's in-memory answer cache (api.caching.ResponseCache): pure, no server needed."""
+"""The API's in-memory answer cache (api.caching.ResponseCache, CachedLookup): pure, no server
+needed."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from api.caching import MAX_CACHED_BODY, ResponseCache
+from starlette.types import Scope
+
+from api.caching import CACHE_CONTROL, MAX_CACHED_BODY, CachedLookup, ResponseCache
+from api.metrics import Metrics, make_metrics
 from sorsync.lookup import NO_VERSION, DataVersion
 
 V1 = DataVersion(run_id=1, finished_at=datetime(2026, 1, 1, tzinfo=UTC))
@@ -62,3 +66,38 @@ def test_bounded_by_bytes_too() -> None:
     cache.put(V1, "d", b"xyz")  # 13 bytes now: the least recently used ("b") goes
     assert cache.get(V1, "b") is None
     assert [cache.get(V1, k) for k in "acd"] == [b"abcd", b"90", b"xyz"]
+
+
+def _found(metrics: Metrics, kind: str) -> float:
+    prefix = f'sorsync_lookups_total{{kind="{kind}",result="found"}} '
+    for line in metrics.render().decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def test_a_cached_lookup_answers_route_and_middleware_alike() -> None:
+    """CachedLookup.known, the one answer of the route and of CachedLookups: 304 for the ETag
+    the client has, else the cached body (counted as found), else nothing; before routing, a
+    request whose answer is not cached is left to the route even with a matching ETag."""
+    lookup, metrics, cache = CachedLookup("shak"), make_metrics(), ResponseCache(10)
+    plain: Scope = {"headers": []}
+    holding: Scope = {"headers": [(b"accept", b"*/*"), (b"if-none-match", b'W/"1-a", "x"')]}
+    etag = '"1-a"'
+    for routed in (True, False):
+        assert lookup.known(metrics, cache, V1, etag, plain, routed=routed) is None
+    not_modified = lookup.known(metrics, cache, V1, etag, holding)
+    assert not_modified is not None
+    assert not_modified.status_code == 304
+    assert lookup.known(metrics, cache, V1, etag, holding, routed=False) is None
+    cache.put(V1, etag, b'{"a":1}')
+    for routed in (True, False):
+        hit = lookup.known(metrics, cache, V1, etag, plain, routed=routed)
+        assert hit is not None
+        assert hit.body == b'{"a":1}'
+        assert hit.headers["etag"] == etag
+        assert hit.headers["cache-control"] == CACHE_CONTROL
+        again = lookup.known(metrics, cache, V1, etag, holding, routed=routed)
+        assert again is not None
+        assert again.status_code == 304
+    assert _found(metrics, "shak") == 2  # the two bodies sent; a 304 is no lookup

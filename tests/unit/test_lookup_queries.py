@@ -1,0 +1,139 @@
+"""The lookups as Queries, without a database: what each builds (SQL, parameters) and how its
+shaping turns rows into the answer; multi-step lookups (Steps) fed rows by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from sorsync import lookup
+from sorsync.lookup import resolve as rs
+from sorsync.lookup import units as q
+from sorsync.lookup.query import Query, Rows, Steps
+from sorsync.lookup.status import DATA_VERSION, NO_VERSION, DataVersion
+
+DAY = dt.date(2025, 6, 1)
+SECTION, DEPARTMENT, HOSPITAL = 3_000_000_016_004, 2_000_000_016_004, 1_000_000_016_004
+STAMP = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def unit_row(sor_id: int, parent: int | None = None, name: str = "x") -> tuple[Any, ...]:
+    """A row of the unit columns (COLUMNS), as PostgreSQL would send it."""
+    values: dict[str, Any] = dict.fromkeys(q.Unit._fields)
+    values.update(
+        sor_id=sor_id, kind="sygehusafdeling", name=name, parent_sor_id=parent, pid=sor_id,
+        modified_at=STAMP, datatype="sor/sygehusafdeling/v1",
+    )  # fmt: skip
+    return tuple(q.Unit(**values))
+
+
+def drive(steps: Steps[Any], answers: list[Rows]) -> tuple[list[Query[Any]], Any]:
+    """Run `steps` with `answers` as the rows of its queries in turn: (the queries, result)."""
+    asked: list[Query[Any]] = []
+    shaped: Any = None
+    try:
+        while True:
+            query = steps.send(shaped)
+            asked.append(query)
+            shaped = query.shape(answers[len(asked) - 1])
+    except StopIteration as done:
+        return asked, done.value
+
+
+def test_a_single_lookup_is_its_sql_parameters_and_shape() -> None:
+    query = lookup.by_shak("8001", DAY)
+    assert query.sql == q.BY_SHAK
+    assert query.params == {"code": "8001", "at": lookup.day_start(DAY)}
+    assert query.shape([unit_row(SECTION), unit_row(DEPARTMENT)]) == [
+        q.Unit._make(unit_row(SECTION)),
+        q.Unit._make(unit_row(DEPARTMENT)),
+    ]
+    assert lookup.resolved("ean", "5790000000012", DAY).sql == q.RESOLVED["ean"]
+    assert lookup.by_ydernummer("019062", DAY).params["numbers"][:2] == ["19062", "019062"]
+    assert lookup.unit(SECTION, DAY).shape([]) is None
+    assert lookup.unit(SECTION, DAY).shape([unit_row(SECTION)]) == q.Unit._make(unit_row(SECTION))
+    assert lookup.sor_id_known(SECTION).shape([(True,)]) is True
+    assert lookup.sor_id_known(SECTION).shape([(False,)]) is False
+
+
+def test_unit_tree_is_one_round_trip_shaped_into_path_and_children() -> None:
+    query = lookup.unit_tree(SECTION, DAY)
+    assert query.sql == q.TREE_WITH_CHILDREN
+    assert query.params == q.tree_params(SECTION, DAY)
+    children = [4_000_000_016_004]
+    rows = [
+        (*unit_row(SECTION, DEPARTMENT), children),
+        (*unit_row(DEPARTMENT, HOSPITAL), None),
+        (*unit_row(DEPARTMENT, HOSPITAL, name="second version"), None),  # bad data: shown once
+        (*unit_row(HOSPITAL), None),
+    ]
+    tree = query.shape(rows)
+    assert tree is not None
+    assert tree.unit.sor_id == SECTION
+    assert [(u.sor_id, u.name) for u in tree.ancestors] == [(DEPARTMENT, "x"), (HOSPITAL, "x")]
+    assert tree.children == children
+    assert query.shape([]) is None
+
+
+def test_search_shapes_a_page_with_its_cursor() -> None:
+    query = lookup.search(day=DAY, q="a_b", kind="praksis", limit=2)
+    assert query.params["limit"] == 3  # one more than the page, to tell whether one follows
+    assert query.params["pattern"] == "%a\\_b%"
+    assert "u.kind = %(kind)s" in query.sql
+    full = query.shape([unit_row(1), unit_row(2), unit_row(3)])
+    assert [u.sor_id for u in full.items] == [1, 2]
+    assert full.next_after == 2
+    last = query.shape([unit_row(1)])
+    assert last.next_after is None
+
+
+def test_the_data_version_query_is_one_object() -> None:
+    assert lookup.data_version() is lookup.data_version()
+    assert lookup.data_version().sql == DATA_VERSION
+    assert lookup.data_version().shape([]) == NO_VERSION
+    assert lookup.data_version().shape([(7, STAMP)]) == DataVersion(7, STAMP)
+
+
+def test_resolve_shak_asks_nothing_for_no_codes() -> None:
+    assert drive(lookup.resolve_shak([], DAY), []) == ([], {})
+    asked, found = drive(
+        lookup.resolve_shak(["8001", "800120"], DAY),
+        [[("8001", *unit_row(HOSPITAL)), ("8001", *unit_row(DEPARTMENT))]],
+    )
+    assert [a.sql for a in asked] == [q.RESOLVE]
+    assert {code: [u.sor_id for u in units] for code, units in found.items()} == {
+        "8001": [HOSPITAL, DEPARTMENT]
+    }
+
+
+def test_resolve_shak_json_sets_jit_off_then_asks_once() -> None:
+    asked, found = drive(
+        lookup.resolve_shak_json(["8001", "0000"], DAY), [[("",)], [("8001", '[{"a":1}]')]]
+    )
+    assert [a.sql for a in asked] == [q.JIT_OFF, q.RESOLVE_JSON]
+    assert asked[1].params == {"codes": "8001,0000", "day": DAY}
+    assert found == {"8001": '[{"a":1}]'}
+    with pytest.raises(ValueError, match="comma"):
+        drive(lookup.resolve_shak_json(["8001,0000"], DAY), [])
+
+
+def test_resolve_cached_asks_only_for_what_the_cache_has_not_seen() -> None:
+    cache = rs.AnswerCache()
+    items = [rs.item("shak", code, None, DAY) for code in ("1001", "1002", "1001", "xx")]
+    # sor.resolve's row: ord, status, then the unit (ResolvedUnit)
+    found = (1, "found", SECTION, "Afsnit", "sygehusafdeling", "1001", *[None] * 6)
+    asked, answers = drive(rs.resolve_cached(items, cache), [[found]])
+    assert [a.sql for a in asked] == [rs.RESOLVE]
+    assert asked[0].params == {
+        "kinds": ["shak", "shak"],
+        "codes": ["1001", "1002"],
+        "days": [DAY, DAY],
+    }
+    assert [a.status for a in answers] == ["found", "not_found", "found", "invalid"]
+    assert [u.sor_id for u in answers[0].units] == [SECTION]
+    # Everything known now: no query at all.
+    asked, again = drive(rs.resolve_cached(items[:3], cache), [])
+    assert asked == []
+    assert [a.status for a in again] == ["found", "not_found", "found"]
