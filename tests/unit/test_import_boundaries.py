@@ -64,13 +64,13 @@ def private_imports(path: Path, module: str | None = None) -> list[str]:
 def test_the_check_sees_a_private_import(tmp_path: Path) -> None:
     code = tmp_path / "load.py"
     code.write_text(
-        "from sorsync.sync.engine import _pg, sync\n"
+        "from sorsync.sync.run import _pg, execute\n"
         "from sorsync import __version__\n"
         "from . import _read\n"  # sorsync.files._read: its own part
         "import sorsync.krs._pgrows\n"
     )
     assert private_imports(code, "sorsync.files.load") == [
-        "sorsync.files.load:1: sorsync.sync.engine._pg",
+        "sorsync.files.load:1: sorsync.sync.run._pg",
         "sorsync.files.load:4: sorsync.krs._pgrows",
     ]
 
