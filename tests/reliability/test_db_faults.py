@@ -12,17 +12,20 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 import pytest
 from sqlalchemy import Engine, make_url, text
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.database import POOL_TIMEOUT_S
 from sorsync.db import migrate
 from sorsync.db.engine import make_engine
-from tests.fixtures.api import load_sor_data, record_sync_run
+from tests.fixtures.api import SorData, load_sor_data, record_sync_run
 from tests.reliability import oracle
 from tests.reliability.crash import _left_behind, snapshot
 from tests.reliability.harness import GeneratedSource, cli_env, run_sorsync, sorsync_argv
@@ -186,18 +189,24 @@ def _no_trace(body: str) -> None:
         assert marker not in body, body
 
 
-def test_api_answers_503_while_the_database_is_down_and_recovers(bed: DbBed) -> None:
+def _api_database(bed: DbBed, name: str) -> tuple[str, SorData]:
+    """A fresh database `name` on the private server with the API's test data."""
     admin = make_engine(bed.pg.url, pool=False)
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS api_down"))
-        conn.execute(text("CREATE DATABASE api_down"))
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
     admin.dispose()
-    url = make_url(bed.pg.url).set(database="api_down").render_as_string(hide_password=False)
+    url = make_url(bed.pg.url).set(database=name).render_as_string(hide_password=False)
     migrate.upgrade(url)
     data_engine = make_engine(url, pool=False)
     data = load_sor_data(data_engine)
     record_sync_run(data_engine)
     data_engine.dispose()
+    return url, data
+
+
+def test_api_answers_503_while_the_database_is_down_and_recovers(bed: DbBed) -> None:
+    url, data = _api_database(bed, "api_down")
     routes = [r.format(**vars(data)) for r in DOWN_ROUTES]
 
     with TestClient(create_app(database_url=url, version_ttl=0)) as client:
@@ -239,11 +248,69 @@ def test_api_answers_503_while_the_database_is_down_and_recovers(bed: DbBed) -> 
             bed.pg.start()
 
         # Back without restarting the API: pooled connections are re-established.
-        deadline = time.monotonic() + 20
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "the API did not become ready again"
-            time.sleep(0.2)
+        _wait_ready(client)
         for route in routes:
             again = client.get(route)
             assert again.status_code == 200, (route, again.text)
         assert client.post("/v1/shak/resolve", json={"codes": ["800110"]}).status_code == 200
+
+
+def _wait_ready(client: TestClient) -> None:
+    """Until /readyz says the database is back (the API is not restarted in between)."""
+    deadline = time.monotonic() + 20
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the API did not become ready again"
+        time.sleep(0.2)
+
+
+# With the database stopped, connecting fails at once (no socket, or refused): an async lookup
+# (the pooled path of /v1/shak, /v1/sor and the resolve) must say so, not wait POOL_TIMEOUT_S for
+# a connection the pool keeps failing to make (psycopg_pool on its own: 503 after 10.0 s). A
+# bound, not a timing.
+FAIL_FAST_S = 3.0
+
+
+def _unavailable(response: httpx2.Response) -> bool:
+    return (
+        response.status_code == 503
+        and response.json()["type"].endswith("/database-unavailable")
+        and bool(response.headers.get("retry-after"))
+    )
+
+
+def test_async_lookups_fail_fast_while_the_database_is_down(bed: DbBed) -> None:
+    assert FAIL_FAST_S < POOL_TIMEOUT_S / 3
+    url, data = _api_database(bed, "api_fail_fast")
+    paths = ["/v1/shak/800110", f"/v1/sor/{data.department}"] * 8
+    app = create_app(database_url=url, version_ttl=0, cache_entries=0)
+    # More lookups at once than the pool has connections: some wait for one.
+    with TestClient(app) as client, ThreadPoolExecutor(8) as threads:
+
+        def one(path: str) -> tuple[httpx2.Response, float]:
+            started = time.monotonic()
+            response = client.get(path)
+            return response, time.monotonic() - started
+
+        def burst() -> list[tuple[httpx2.Response, float]]:
+            return list(threads.map(one, paths))
+
+        assert all(r.status_code == 200 for r, _ in burst())
+        bed.pg.stop()
+        try:
+            # The pooled connections are dead, then no new one can be made: each lookup, and
+            # each of those that waited for a connection, answers 503 within the bound.
+            for _ in range(3):
+                for response, took in burst():
+                    assert _unavailable(response), response.text
+                    assert took < FAIL_FAST_S, f"503 after {took:.1f} s"
+            started = time.monotonic()
+            posted = client.post("/v1/shak/resolve", json={"codes": ["800110"]})
+            assert _unavailable(posted), posted.text
+            assert time.monotonic() - started < FAIL_FAST_S
+        finally:
+            bed.pg.start()
+        # Back: the next lookups connect (the pool is not backing off for minutes).
+        _wait_ready(client)
+        started = time.monotonic()
+        assert all(r.status_code == 200 for r, _ in burst())
+        assert time.monotonic() - started < FAIL_FAST_S
