@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 
 from sorsync.config import Settings
 from sorsync.db.engine import make_engine
-from sorsync.sync.engine import Kind, RunResult
+from sorsync.sync.results import Kind, RunResult
 from sorsync.sync.service import run_sync
 from tests.fixtures.replication import Topology, replication_topology, wait_caught_up
 from tests.reliability import oracle

@@ -239,3 +239,65 @@ def test_status_command_on_the_standby(
     assert done.returncode == 0, done.stderr
     assert "server: hot standby, replication lag" in done.stdout
     assert "WAL receiver streaming" in done.stdout
+
+
+def _version_of(etag: str) -> int:
+    return int(etag.strip('"').partition("-")[0])
+
+
+def test_answers_name_the_version_of_the_server_that_built_them(standby: StandbyBed) -> None:
+    """The API's connections spread over the primary and a standby that lags behind it (one
+    URL, `load_balance_hosts=random`; or connections made while the standby was away): every
+    answer's ETag names the data version of the server whose data its body is. A version read
+    on one connection must not tag data read on another, which may be on a server that has
+    not replayed that version yet (the client would keep the old body as the new version's)."""
+    bed = standby.bed
+    topo = bed.topology
+    lagging = bed.engine(topo.standby.url)
+    paths = probes(lagging, 40)
+    old_run = last_ok_run(lagging)
+    with lagging.connect() as conn:
+        conn.execute(text("SELECT pg_wal_replay_pause()"))
+    try:
+        bed.source.evolve(60, SEED + 2)
+        new_run = bed.sync("delta").run_id
+        spread = f"{topo.multi_host_url('any')}&load_balance_hosts=random"
+        answers = []
+        # Each of an app's pooled connections lands on a random server, all of them on one
+        # about one app in eight: fresh apps until one has answered from both.
+        for _attempt in range(12):
+            seen: set[int] = set()
+            # A long version TTL and the answer cache on: the most a version could be reused.
+            with TestClient(create_app(database_url=spread, version_ttl=60)) as client:
+                for _ in range(5):
+                    for p in paths:
+                        r = client.get(p)
+                        answers.append((p, r.status_code, r.headers.get("etag"), r.content))
+                        if etag := r.headers.get("etag"):
+                            seen.add(_version_of(etag))
+            if seen == {old_run, new_run}:
+                break
+        built: dict[int | None, dict[str, tuple[int, bytes]]] = {}
+        for url, run_id in ((topo.primary.url, new_run), (topo.standby.url, old_run)):
+            with TestClient(create_app(database_url=url, version_ttl=0)) as direct:
+                built[run_id] = {
+                    p: (r.status_code, r.content) for p in paths if (r := direct.get(p))
+                }
+    finally:
+        with lagging.connect() as conn:
+            conn.execute(text("SELECT pg_wal_replay_resume()"))
+        bed.caught_up()
+
+    changed = [p for p in paths if built[old_run][p] != built[new_run][p]]
+    assert changed, "the evolved source changed none of the probes; pick more"
+    versions = set()
+    for p, status, etag, body in answers:
+        if status == 404:
+            assert 404 in (built[old_run][p][0], built[new_run][p][0]), p
+            continue
+        assert status == 200, (p, status)
+        assert etag is not None, p
+        version = _version_of(etag)
+        versions.add(version)
+        assert built[version][p] == (200, body), f"{p} under ETag {etag} is not run {version}'s"
+    assert versions == {old_run, new_run}, "the answers did not come from both servers"

@@ -9,9 +9,11 @@ against the API on the standby, which replays the swap. Every answer is checked:
 - no 5xx and no failed connection;
 - its body is wholly the old replica's or wholly the new one's (never a half-built replica);
 - its ETag never claims the new data version for the old body (a client would keep the old
-  answer until the next sync). The other way round, the new body under the old ETag, happens
-  for up to `version_ttl` (1 s) after the swap, by design (api/database.py): the client
-  revalidates and gets the new ETag with the same body. Those answers are counted.
+  answer until the next sync). An ETag may name either scheduler's first delta with the old
+  body: the second delta can end just before the old answers are collected, inside the version
+  cache's second, and it changed nothing. The other way round, the new body under the old
+  ETag, happens for up to `version_ttl` (1 s) after the swap, by design (api/database.py):
+  the client revalidates and gets the new ETag with the same body. Those answers are counted.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ SEED = 20261204
 CLIENTS = 4
 PAUSE = 0.01  # seconds each client waits between requests: a bounded load
 LOAD_CAP = 120.0  # seconds the load may run at most
-TIMEZONE = ZoneInfo("Europe/Copenhagen")  # the scheduler's (sorsync/scheduler.py)
+TIMEZONE = ZoneInfo("Europe/Copenhagen")  # the scheduler's (sorsync/scheduler/process.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,13 +243,15 @@ def test_load_through_the_nightly_full(bed: Bed, tmp_path: Path) -> None:
         if a.status >= 500 or a.status == 0:
             errors.append(a)
             continue
-        old_etag, old_body = old[a.path]
-        new_etag, new_body = new[a.path]
-        if a.body == old_body and a.etag == old_etag:
+        old_body, new_body = old[a.path][1], new[a.path][1]
+        # The run its ETag names (None: no ETag, a 404). Runs before the full are the
+        # schedulers' first deltas, which the evolved source does not reach: the old data.
+        run = None if a.etag is None else int(a.etag.strip('"').partition("-")[0])
+        if a.body == old_body and (run is None or run < run_id):
             olds += 1
-        elif a.body == new_body and a.etag == new_etag:
+        elif a.body == new_body and (run is None or run == run_id):
             news += 1
-        elif a.body == new_body and a.etag == old_etag:
+        elif a.body == new_body and run is not None and run < run_id:
             lagging.append(a)  # the version cache: harmless, bounded
         else:
             mixed.append(a)
