@@ -24,7 +24,8 @@ from sorsync.krs.wire import START_TOKEN
 from sorsync.simulator.render import SoapFaultSpec
 from sorsync.simulator.server import SimulatorHandle, serve_in_thread
 from sorsync.simulator.store import Store
-from sorsync.sync.engine import RunResult, sync
+from sorsync.sync.engine import sync
+from sorsync.sync.results import RunResult
 from sorsync.testing.certs import make_system_certificate, write_pkcs12
 from sorsync.testing.enforce import Enforcer, make_enforcer
 from sorsync.testing.sts import SimulatedSts, StsHandle, serve_sts_in_thread

@@ -130,7 +130,7 @@ def test_shak_to_sor_on_every_boundary_day(
     batch = api_client.post("/v1/shak/resolve", json={"codes": [SHAK], "date": day}).json()
     assert [u["sor_id"] for u in batch["results"][0]["units"]] == want
     with engine.connect() as conn:
-        assert [str(u.sor_id) for u in lookup.by_shak(conn, SHAK, on)] == want
+        assert [str(u.sor_id) for u in lookup.run(conn, lookup.by_shak(SHAK, on))] == want
 
 
 def test_a_unit_has_its_ancestors_through_oe_si_ie_and_its_level(

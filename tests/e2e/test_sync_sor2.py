@@ -191,7 +191,8 @@ def test_records_big_enough_to_compress_are_stored_with_lz4(
     clean_db: Engine, sim: SimulatorHandle, client: KrsClient
 ) -> None:
     # ~2.5 KB of record: past PostgreSQL's ~2 KB threshold, so every row is compressed — with
-    # the lz4 a sync asks for (engine._prefer_lz4), on a full and on the deltas merged after it.
+    # the lz4 a sync asks for (sorsync.sync.run._prefer_lz4), on a full and on the deltas merged
+    # after it.
     sim.set_shape(RecordShape.from_options(add=[f"sorentity:Padding={'Tekst ' * 400}"]))
     with clean_db.connect() as conn:
         try:

@@ -23,7 +23,7 @@ from sorsync.simulator.export import FILES, write_export
 from sorsync.simulator.generator import evolve, generate, write_sortree
 from sorsync.simulator.importer import load_snapshot
 from sorsync.simulator.store import Row, Store
-from sorsync.sync.engine import RunResult
+from sorsync.sync.results import RunResult
 from sorsync.sync.service import run_sync
 from tests.fixtures.api import empty_replica
 from tests.fixtures.files import ExportServer, files_settings

@@ -12,7 +12,9 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, text
 
 from sorsync.db import views
+from sorsync.lookup import run
 from sorsync.lookup import units as q
+from sorsync.lookup.query import fetch
 from sorsync.mapping import default_mapping
 from tests.fixtures.api import empty_replica
 
@@ -120,11 +122,11 @@ def test_the_views_follow_the_data_and_building_is_idempotent(engine: Engine) ->
     day = dt.date(2024, 1, 1)
     try:
         with engine.connect() as conn:
-            assert [u.name for u in q.by_shak(conn, SHAK, day)] == ["Sygehus"]
-            tree = q.unit_tree(conn, SOR_ID, day)
+            assert [u.name for u in run(conn, q.by_shak(SHAK, day))] == ["Sygehus"]
+            tree = run(conn, q.unit_tree(SOR_ID, day))
             assert tree is not None
             assert [a.sor_id for a in tree.ancestors] == [PARENT]
-            assert [u.name for u in q.history(conn, SOR_ID)] == ["Sygehus"]
+            assert [u.name for u in run(conn, q.history(SOR_ID))] == ["Sygehus"]
             assert conn.execute(text("SELECT count(*) FROM sor.sorentity")).scalar_one() == 3
     finally:
         empty_replica(engine)
@@ -136,6 +138,7 @@ PLANS = [
     ("resolve json", q.RESOLVE_JSON, {"codes": f"{SHAK},157501", "day": DAY}),
     ("children", q.CHILDREN, {"sor_id": PARENT}),
     ("ancestors", q.TREE, q.tree_params(SOR_ID, DAY)),
+    ("unit tree", q.TREE_WITH_CHILDREN, q.tree_params(SOR_ID, DAY)),
     ("ean", q.BY_EAN, {"gln": 5790001003432}),
     ("yder", q.BY_YDER, {"numbers": ["2001", "002001"]}),
 ]
@@ -153,9 +156,7 @@ def test_every_sor2_lookup_uses_indexes(
         with engine.connect() as conn:
             conn.execute(text("SET LOCAL enable_seqscan = off"))
             at = q.day_start(DAY)
-            plan = "\n".join(
-                row[0] for row in q.fetch(conn, "EXPLAIN " + sql, {**params, "at": at})
-            )
+            plan = "\n".join(row[0] for row in fetch(conn, "EXPLAIN " + sql, {**params, "at": at}))
             conn.rollback()
     finally:
         empty_replica(engine)

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from sorsync.config import Settings
 from sorsync.datatypes import SYGEHUSAFDELING
 from sorsync.scheduler import RetryPolicy, ServiceRunner, run_with_retries
-from sorsync.sync.engine import Kind, RunResult
+from sorsync.sync.results import Kind, RunResult
 from sorsync.sync.service import SyncFailed, run_sync
 from tests.fixtures.simulator import add_rows
 from tests.fixtures.sync import source_values
