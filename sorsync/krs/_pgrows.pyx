@@ -785,6 +785,23 @@ cdef inline bint space(unsigned char c) noexcept nogil:
     return c == 32 or c == 9 or c == 10 or c == 13
 
 
+cdef inline const unsigned char* value_quote(
+    const unsigned char* p, const unsigned char* end
+) noexcept nogil:
+    """From past an attribute's name over `S? = S?` to the quote that opens its value; NULL
+    when the bytes are not that."""
+    while p < end and space(p[0]):
+        p += 1
+    if p >= end or p[0] != 61:  # '='
+        return NULL
+    p += 1
+    while p < end and space(p[0]):
+        p += 1
+    if p >= end or (p[0] != 34 and p[0] != 39):
+        return NULL
+    return p
+
+
 cdef Py_ssize_t utf8_char(const unsigned char* p, const unsigned char* end) noexcept nogil:
     """The length of the well-formed UTF-8 sequence of an XML Char at p (p[0] >= 0x80), or 0:
     no overlong form, no surrogate, nothing past U+10FFFF, not U+FFFE or U+FFFF."""
@@ -1186,14 +1203,8 @@ cdef class _Scan:
                 part = 3
             else:
                 return 0
-            while p < end and space(p[0]):
-                p += 1
-            if p >= end or p[0] != 61:  # '='
-                return 0
-            p += 1
-            while p < end and space(p[0]):
-                p += 1
-            if p >= end or (p[0] != 34 and p[0] != 39):
+            p = value_quote(p, end)
+            if p == NULL:
                 return 0
             quote = p[0]
             p += 1
@@ -1270,14 +1281,8 @@ cdef class _Scan:
             a_name[attrs] = p
             a_len[attrs] = n
             p += n
-            while p < end and space(p[0]):
-                p += 1
-            if p >= end or p[0] != 61:  # '='
-                return 0
-            p += 1
-            while p < end and space(p[0]):
-                p += 1
-            if p >= end or (p[0] != 34 and p[0] != 39):
+            p = value_quote(p, end)
+            if p == NULL:
                 return 0
             quote = p[0]
             p += 1

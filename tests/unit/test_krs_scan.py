@@ -130,6 +130,7 @@ def _answer(records: list[str], *, atom: str = "atom", head: str = "", gap: str 
         (['<p:r xmlns:p="urn:x"><p:A>&lt;&#233;&#x1F600;&gt;</p:A><p:B></p:B></p:r>'], True),
         (['<r xmlns="urn:x"><A><![CDATA[<&>]]>&apos;x<![CDATA[]]]]></A></r>'], True),
         (['<r xmlns="urn:x"><A>1</A><!-- c --><B>2</B></r>'], True),
+        (["<r xmlns =\n 'urn:x' ><A>1</A></r>"], True),  # space around an attribute's =
         (['<r xmlns="urn:x"><A>a\r\nb\rc&#13;</A></r>'], True),
         (['<r xmlns="urn:x"><A>   </A>\n  <B>\n</B></r>'], True),
         (['<r xmlns="urn:x"><A>1</A><A>2</A></r>'], False),  # a repeat becomes a list
@@ -157,6 +158,7 @@ def test_records_scanned_or_left_to_lxml(records: list[str], taken: bool) -> Non
         "<?xml version='1.0' encoding='UTF-8'?>",
         '<?xml version="1.0"?>\n<!-- before -->\n',
         '<?xml version="1.0" encoding="utf-8" standalone="yes"?>',
+        "<?xml version = '1.0'\tencoding =\"UTF-8\" ?>",
     ],
 )
 def test_declarations_scanned(head: str) -> None:
@@ -171,6 +173,8 @@ def test_declarations_scanned(head: str) -> None:
         "\ufeff",
         "<?pi x?>",
         " <?xml version='1.0'?>",
+        "<?xml version=1.0?>",  # not well-formed: lxml's path gives the error
+        "<?xml version='1.0' encoding ?>",
     ],
 )
 def test_declarations_left_to_lxml(head: str) -> None:
