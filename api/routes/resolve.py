@@ -2,14 +2,15 @@
 
 The rules are the SQL function sor.resolve's (sorsync/lookup/resolve.py, docs/back-mapping.md).
 A JSON request holds up to MAX_ITEMS items and gets one JSON answer. A CSV or NDJSON request may
-hold any number: it is read, answered and written CHUNK items at a time, so memory stays bounded
-whatever its size. Its answer starts before the whole body is read; a problem after that (a
-body cut off, bytes that are not UTF-8, the database gone) is the answer's last row or line
-(docs/back-mapping.md, "Streams").
+hold any number: it is read, answered and written CHUNK items at a time (`_Chunks`: one chunk on
+the database while the next is read), so memory stays bounded whatever its size. Its answer
+starts before the whole body is read; a problem after that (a body cut off, bytes that are not
+UTF-8, the database gone) is the answer's last row or line (docs/back-mapping.md, "Streams").
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
 import datetime as dt
@@ -207,12 +208,48 @@ async def text_blocks(request: Request) -> AsyncIterator[str]:
         yield pending
 
 
-async def _answered(
-    items: list[rs.Item], db: Database, metrics: Metrics, cache: rs.AnswerCache
-) -> list[rs.Answer]:
-    answers = await db.arun(lambda conn: aio.arun_steps(conn, rs.resolve_cached(items, cache)))
-    _count(metrics, answers)
-    return answers
+class _Chunks:
+    """A stream's chunks answered one at a time, each while the next is read: PostgreSQL
+    answers a chunk on its core while this process parses the next one and writes the rows of
+    the one before. Never two at once, so the stream's answer cache sees one chunk at a time."""
+
+    def __init__(
+        self, db: Database, metrics: Metrics, render: Callable[[list[rs.Answer]], bytes]
+    ) -> None:
+        self._db, self._metrics, self._render = db, metrics, render
+        self._cache = rs.AnswerCache(limit=STREAM_CACHE)
+        self._pending: asyncio.Task[list[rs.Answer]] | None = None
+
+    async def _answer(self, items: list[rs.Item]) -> list[rs.Answer]:
+        cache = self._cache
+        answers = await self._db.arun(
+            lambda conn: aio.arun_steps(conn, rs.resolve_cached(items, cache))
+        )
+        _count(self._metrics, answers)
+        return answers
+
+    async def _previous(self) -> list[rs.Answer]:
+        pending, self._pending = self._pending, None
+        return [] if pending is None else await pending
+
+    async def send(self, items: list[rs.Item]) -> bytes:
+        """Start answering `items`; the rendered answers of the chunk sent before (rendered
+        while `items` are on the database)."""
+        previous = await self._previous()
+        self._pending = asyncio.create_task(self._answer(items))
+        return self._render(previous)
+
+    async def finish(self) -> bytes:
+        """The rendered answers of the last chunk sent."""
+        return self._render(await self._previous())
+
+    def cancel(self) -> None:
+        """The stream ends early (an error, the client gone): its chunk in flight is dropped,
+        and a failure it already had is taken (asyncio would log it as never retrieved)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            pending.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -263,7 +300,6 @@ async def _csv_answers(
     out = io.StringIO()
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
     writer.writerow([*INPUT_COLUMNS, *rs.CSV_COLUMNS])
-    cache = rs.AnswerCache(limit=STREAM_CACHE)
     code_at, kind_at, date_at = where["code"], where.get("kind"), where.get("date")
 
     def field(row: list[str], at: int | None) -> str | None:
@@ -294,6 +330,7 @@ async def _csv_answers(
             except csv.Error as exc:
                 raise StreamError(f"the CSV cannot be read on from here: {exc}") from None
 
+    chunks = _Chunks(db, metrics, rows_of)
     items: list[rs.Item] = []
     try:
         try:
@@ -302,22 +339,24 @@ async def _csv_answers(
                     continue  # a blank line
                 items.append(parse(row))
                 if len(items) >= rs.CHUNK:
-                    yield rows_of(await _answered(items, db, metrics, cache))
+                    yield await chunks.send(items)  # the header first
                     items = []
         except StreamError:
             # The rows read before the problem are answered first: the error row says
             # every row above it was answered.
             if items:
-                yield rows_of(await _answered(items, db, metrics, cache))
+                yield await chunks.send(items)
+            yield await chunks.finish()
             raise
         if items:
-            yield rows_of(await _answered(items, db, metrics, cache))
-        else:
-            yield rows_of([])
+            yield await chunks.send(items)
+        yield await chunks.finish()
     except Exception as exc:
         detail = _stream_problem(exc, "row")
         writer.writerow(["", "", "", "error", *[""] * (len(rs.CSV_COLUMNS) - 2), detail])
         yield rows_of([])
+    finally:
+        chunks.cancel()
 
 
 def _stream_problem(exc: Exception, what: str) -> str:
@@ -362,12 +401,13 @@ async def ndjson_stream(
     default_kind: str | None,
     default_day: dt.date,
 ) -> AsyncIterator[bytes]:
-    cache = rs.AnswerCache(limit=STREAM_CACHE)
     dumps: Callable[[Any], bytes] = orjson.dumps
     line_no = 0
 
     def lines_of(answers: list[rs.Answer]) -> bytes:
         return b"".join(dumps(rs.answer_json(a)) + b"\n" for a in answers)
+
+    chunks = _Chunks(db, metrics, lines_of)
 
     items: list[rs.Item] = []
     try:
@@ -387,15 +427,19 @@ async def ndjson_stream(
                         else:
                             items.append(_unreadable_line(line, line_no, "is not a JSON object"))
                     if len(items) >= rs.CHUNK:
-                        yield lines_of(await _answered(items, db, metrics, cache))
+                        yield await chunks.send(items)
                         items = []
         except StreamError:
             # As in _csv_answers: the lines read before the problem are answered first.
             if items:
-                yield lines_of(await _answered(items, db, metrics, cache))
+                yield await chunks.send(items)
+            yield await chunks.finish()
             raise
         if items:
-            yield lines_of(await _answered(items, db, metrics, cache))
+            yield await chunks.send(items)
+        yield await chunks.finish()
     except Exception as exc:
         detail = _stream_problem(exc, "line")
         yield dumps({"error": {"line": line_no + 1, "detail": detail}}) + b"\n"
+    finally:
+        chunks.cancel()

@@ -16,7 +16,7 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from sorsync.datatypes import SOR2_DATATYPES, V1_DATATYPES
 from sorsync.datatypes import lookup as datatype
 from sorsync.db import views
 from sorsync.krs.client import KrsClient
+from sorsync.lookup import resolve as rs
 from sorsync.mapping import default_mapping
 from sorsync.simulator.server import serve_in_thread
 from sorsync.sync import sync
@@ -89,12 +90,15 @@ def _item(i: int, samples: list[tuple[str, str, str]]) -> tuple[str, str, str]:
 
 @dataclass
 class Sent:
-    """What the sender thread has sent, and when the answer's first bytes were read."""
+    """What the sender thread has sent, and when the answer's first bytes were read; `midway`
+    runs once, in the sender, after HOLD items and the answer's first rows."""
 
     items: int = 0
     at_first_answer: int | None = None
     answered: threading.Event = field(default_factory=threading.Event)
+    rows: threading.Event = field(default_factory=threading.Event)  # more than a header
     error: BaseException | None = None
+    midway: Callable[[], None] | None = None
 
 
 def _chunk(data: bytes) -> bytes:
@@ -110,6 +114,10 @@ def _send(
         for n, data in pieces:
             if sent.items >= HOLD and not sent.answered.is_set():
                 sent.answered.wait(timeout=60)
+            if sent.items >= HOLD and sent.midway is not None:
+                midway, sent.midway = sent.midway, None
+                sent.rows.wait(timeout=60)
+                midway()
             conn.send(_chunk(data))
             sent.items += n
         conn.send(b"0\r\n\r\n")
@@ -117,14 +125,23 @@ def _send(
         sent.error = exc
 
 
-def _stream(base: str, media: str, pieces: Iterator[tuple[int, bytes]]) -> tuple[bytes, Sent]:
+def _stream(
+    base: str,
+    media: str,
+    pieces: Iterator[tuple[int, bytes]],
+    midway: Callable[[], None] | None = None,
+    *,
+    whole_body: bool = True,
+) -> tuple[bytes, Sent]:
+    """The answer to `pieces` sent as a chunked body; `whole_body` False for an answer that
+    may end before the body is sent (the sender's failure to send the rest is not one)."""
     parts = urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
     conn.putrequest("POST", "/v1/resolve")
     conn.putheader("Content-Type", media)
     conn.putheader("Transfer-Encoding", "chunked")
     conn.endheaders()
-    sent = Sent()
+    sent = Sent(midway=midway)
     sender = threading.Thread(target=_send, args=(conn, pieces, sent), daemon=True)
     sender.start()
     try:
@@ -135,11 +152,16 @@ def _stream(base: str, media: str, pieces: Iterator[tuple[int, bytes]]) -> tuple
         sent.answered.set()
         while data := response.read1(1 << 16):
             body += data
+            if not sent.rows.is_set() and body.count(b"\n") > 1:
+                sent.rows.set()
+        if not whole_body:
+            return bytes(body), sent
         sender.join(timeout=60)
         assert sent.error is None, sent.error
         return bytes(body), sent
     finally:
         sent.answered.set()
+        sent.rows.set()
         conn.close()
 
 
@@ -203,6 +225,68 @@ def test_100_000_items_as_ndjson(base: str, samples: list[tuple[str, str, str]])
     assert sent.at_first_answer < TOTAL, sent
     lines = [orjson.loads(line) for line in body.splitlines()]
     _check([(a["code"], a["status"]) for a in lines], samples, base)
+
+
+# --- the database mid-stream -------------------------------------------------------------------
+
+
+def _kill_api_connections(engine: Engine) -> None:
+    with engine.connect() as conn:
+        killed = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'sorsync-api' AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert killed, "no connection of the API's to kill"
+
+
+def test_connections_killed_mid_stream_are_answered_on_fresh_ones(
+    base: str, samples: list[tuple[str, str, str]], engine: Engine
+) -> None:
+    """The database restarted under a stream (its connections gone): reads are idempotent, so
+    the chunk is asked again on a fresh connection and every item is answered."""
+    items = (_item(i, samples) for i in range(TOTAL))
+    body, _ = _stream(
+        base, "text/csv", _pieces(_csv_lines(items)), lambda: _kill_api_connections(engine)
+    )
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    _check([(r["code"], r["status"]) for r in rows], samples, base)
+
+
+def test_the_database_failing_mid_stream_ends_with_an_error_row(
+    base: str, samples: list[tuple[str, str, str]], engine: Engine
+) -> None:
+    """sor.resolve gone mid-stream (an error that asking again does not cure): the chunks
+    answered before it stand, in order, and the last row says the stream stopped."""
+    with engine.connect() as conn:
+        function = conn.execute(
+            text("SELECT 'sor.resolve'::regproc::regprocedure::text")
+        ).scalar_one()
+    args = function.partition("(")[2]
+
+    def drop_resolve() -> None:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER FUNCTION {function} RENAME TO resolve_gone"))
+
+    items = (_item(i, samples) for i in range(TOTAL))
+    try:
+        body, _ = _stream(
+            base, "text/csv", _pieces(_csv_lines(items)), drop_resolve, whole_body=False
+        )
+    finally:
+        with engine.begin() as conn:
+            gone = conn.execute(text("SELECT to_regproc('sor.resolve_gone')")).scalar_one()
+            if gone is not None:
+                conn.execute(text(f"ALTER FUNCTION sor.resolve_gone({args} RENAME TO resolve"))
+    *answered, last = list(csv.DictReader(io.StringIO(body.decode())))
+    assert last["status"] == "error", last
+    assert "stopped: the database" in last["detail"], last
+    assert rs.CHUNK <= len(answered) < TOTAL - rs.CHUNK
+    assert len(answered) % rs.CHUNK == 0  # whole chunks
+    for i, row in enumerate(answered):
+        assert row["code"].upper() == _item(i, samples)[0].upper(), (i, row)
+    _still_serving(base)
 
 
 # --- bad rows -----------------------------------------------------------------------------------
