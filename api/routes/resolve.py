@@ -17,6 +17,7 @@ import datetime as dt
 import io
 import re
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -40,6 +41,12 @@ router = APIRouter(prefix="/v1", tags=["SHAK"])
 log = get_logger(__name__)
 
 MAX_ITEMS = 10_000
+# A JSON batch of at least 2 × MIN_PART distinct items is asked in JSON_PARTS queries at once
+# (`_resolved`); a smaller one in one query, where a second round trip would cost more. On the
+# two-core host 10 000 items took p50 162-235 ms in 2 parts against 217-317 ms in one, and 4
+# parts were slower than 2 (docs/performance.md).
+JSON_PARTS = 2
+MIN_PART = 1_000
 CSV_TYPE = "text/csv"
 NDJSON_TYPE = "application/x-ndjson"
 STREAMED = (CSV_TYPE, NDJSON_TYPE)
@@ -151,11 +158,25 @@ async def _json(request: Request, db: Database, metrics: Metrics, default_day: d
             raise ProblemError("invalid-date", f"date {day!r} is not an ISO date YYYY-MM-DD.")
         default_day = parse_date(day)
     items = [_from_object(obj, None, default_day, n) for n, obj in enumerate(given, start=1)]
-    cache = rs.AnswerCache(limit=len(items) + 1)
-    answers = await db.arun(lambda conn: aio.arun_steps(conn, rs.resolve_cached(items, cache)))
+    answers = rs.answer(items, await _resolved(db, rs.distinct_keys(items)))
     _count(metrics, answers)
     content = orjson.dumps({"results": [rs.answer_json(a) for a in answers]})
     return Response(content, media_type=JSON, headers={"Cache-Control": "no-store"})
+
+
+async def _resolved(db: Database, keys: list[rs.Key]) -> dict[rs.Key, rs.Answer]:
+    """`keys` answered in up to JSON_PARTS queries at once, each on a connection of its own, so
+    that PostgreSQL answers a large batch on more than one core; each key's answer is its own,
+    so the parts give what one query would."""
+    if not keys:
+        return {}  # every item invalid: nothing to ask
+    parts = min(JSON_PARTS, len(keys) // MIN_PART) or 1
+    size = -(-len(keys) // parts)
+    queries = [rs.resolve_query(keys[at : at + size]) for at in range(0, len(keys), size)]
+    found: dict[rs.Key, rs.Answer] = {}
+    for part in await asyncio.gather(*(db.arun(partial(aio.arun, query=q)) for q in queries)):
+        found.update(part)
+    return found
 
 
 def _from_object(obj: Any, default_kind: str | None, default_day: dt.date, n: int) -> rs.Item:

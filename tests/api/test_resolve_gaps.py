@@ -25,6 +25,10 @@ def test_invalid_items_echo_their_date(api_client: TestClient, sor_data: SorData
         ("found", "2021-06-01"),
     ]
     assert results[3]["kind"] == "shak"
+    # A batch with no valid item asks the database nothing and answers each item.
+    got = api_client.post("/v1/resolve", json={"items": items[:3]}).json()
+    assert [r["status"] for r in got["results"]] == ["invalid"] * 3
+    assert api_client.post("/v1/resolve", json={"items": []}).json() == {"results": []}
 
 
 def test_default_kind_is_documented(api_client: TestClient) -> None:

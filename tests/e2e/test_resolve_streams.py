@@ -11,6 +11,7 @@ every request here sends its body from a thread while the test reads the answer.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import http.client
 import io
 import socket
@@ -25,6 +26,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine, text
 
+from api.routes import resolve as resolve_route
 from sorsync.datatypes import SOR2_DATATYPES, V1_DATATYPES
 from sorsync.datatypes import lookup as datatype
 from sorsync.db import views
@@ -225,6 +227,26 @@ def test_100_000_items_as_ndjson(base: str, samples: list[tuple[str, str, str]])
     assert sent.at_first_answer < TOTAL, sent
     lines = [orjson.loads(line) for line in body.splitlines()]
     _check([(a["code"], a["status"]) for a in lines], samples, base)
+
+
+def test_a_json_batch_asked_in_parts_answers_as_a_stream(
+    base: str, samples: list[tuple[str, str, str]]
+) -> None:
+    """10 000 distinct items as one JSON request (asked in parts on two connections at once)
+    get, item for item, the answers the NDJSON stream gives (asked a chunk at a time)."""
+    first = dt.date(2015, 1, 1)
+    items = [
+        (code, kind, "" if i % 50 == 0 else (first + dt.timedelta(days=i)).isoformat())
+        for i in range(resolve_route.MAX_ITEMS)
+        for code, kind, _ in [_item(i, samples)]
+    ]
+    assert len(set(items)) > 2 * resolve_route.MIN_PART  # more than one part
+    body = {"items": [{"code": c, "kind": k, **({"date": d} if d else {})} for c, k, d in items]}
+    r = httpx2.post(base + "/v1/resolve", json=body, timeout=60)
+    assert r.status_code == 200, r.text[:500]
+    streamed, _ = _stream(base, "application/x-ndjson", _pieces(_ndjson_lines(iter(items))))
+    assert r.json()["results"] == [orjson.loads(line) for line in streamed.splitlines()]
+    assert {a["status"] for a in r.json()["results"]} >= {"found", "not_found", "invalid"}
 
 
 # --- the database mid-stream -------------------------------------------------------------------
