@@ -14,7 +14,7 @@ from api.problems import PROBLEM_BASE
 from sorsync.db import migrate
 from sorsync.db.engine import make_engine
 from tests.fixtures.api import SorData
-from tests.fixtures.db import _server_url, create_database, drop_database
+from tests.fixtures.db import _server_url, create_database, drop_database, kill_api_connections
 
 UNREACHABLE = "postgresql+psycopg://sorsync@127.0.0.1:9/sorsync"  # discard port: refused
 
@@ -154,18 +154,6 @@ def test_openapi_document(api_client: TestClient) -> None:
     assert list(fhir["404"]["content"]) == ["application/fhir+json"]
 
 
-def _kill_api_connections(engine: Engine) -> int:
-    with engine.connect() as conn:
-        killed = conn.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'sorsync-api' AND datname = current_database()"
-            )
-        ).scalar_one()
-        conn.commit()
-    return int(killed)
-
-
 def test_survives_killed_connections(
     api_client: TestClient, sor_data: SorData, engine: Engine
 ) -> None:
@@ -176,12 +164,12 @@ def test_survives_killed_connections(
     for _ in range(3):
         assert api_client.get("/v1/shak/8001").status_code == 200
         assert api_client.get("/v1/status").status_code == 200
-    assert _kill_api_connections(engine) >= 2
+    assert kill_api_connections(engine) >= 2
     assert api_client.get("/v1/status").status_code == 200
     assert api_client.get("/v1/shak/8001").status_code == 200
     assert api_client.get(f"/v1/sor/{sor_data.section}").status_code == 200
     assert api_client.post("/v1/shak/resolve", json={"codes": ["8001"]}).status_code == 200
     # Each of these first after a kill of its own: only the first call meets a dead connection.
     for path in ("/status", "/readyz"):
-        assert _kill_api_connections(engine) >= 1
+        assert kill_api_connections(engine) >= 1
         assert api_client.get(path).status_code == 200, path

@@ -36,6 +36,7 @@ from sorsync.mapping import default_mapping
 from sorsync.simulator.server import serve_in_thread
 from sorsync.sync import sync
 from tests.fixtures.api import empty_replica
+from tests.fixtures.db import kill_api_connections
 from tests.fixtures.serve import serve_process
 from tests.fixtures.simulator import AMBIGUOUS_SHAK, demo_store
 
@@ -252,15 +253,8 @@ def test_a_json_batch_asked_in_parts_answers_as_a_stream(
 # --- the database mid-stream -------------------------------------------------------------------
 
 
-def _kill_api_connections(engine: Engine) -> None:
-    with engine.connect() as conn:
-        killed = conn.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = 'sorsync-api' AND pid <> pg_backend_pid()"
-            )
-        ).scalar_one()
-    assert killed, "no connection of the API's to kill"
+def _killed(engine: Engine) -> None:
+    assert kill_api_connections(engine), "no connection of the API's to kill"
 
 
 def test_connections_killed_mid_stream_are_answered_on_fresh_ones(
@@ -269,9 +263,7 @@ def test_connections_killed_mid_stream_are_answered_on_fresh_ones(
     """The database restarted under a stream (its connections gone): reads are idempotent, so
     the chunk is asked again on a fresh connection and every item is answered."""
     items = (_item(i, samples) for i in range(TOTAL))
-    body, _ = _stream(
-        base, "text/csv", _pieces(_csv_lines(items)), lambda: _kill_api_connections(engine)
-    )
+    body, _ = _stream(base, "text/csv", _pieces(_csv_lines(items)), lambda: _killed(engine))
     rows = list(csv.DictReader(io.StringIO(body.decode())))
     _check([(r["code"], r["status"]) for r in rows], samples, base)
 
