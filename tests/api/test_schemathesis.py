@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from tests.fixtures.api import SorData
+from tests.fixtures.api import SorData, one_node_per_operation
 
 
 # POST /v1/resolve also takes CSV and NDJSON bodies (strings in its document): sent as they are.
@@ -34,13 +34,16 @@ schema = schemathesis.openapi.from_asgi(
 
 
 @schema.parametrize()
+@one_node_per_operation
 @settings(
     max_examples=50,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_api_conforms_to_its_schema(case: Any, api_app: FastAPI, sor_data: SorData) -> None:
+def test_api_conforms_to_its_schema(
+    case: Any, api_app: FastAPI, sor_data: SorData, operation_node: str
+) -> None:
     case.call_and_validate(
         app=api_app,
         checks=[

@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
 from api.problems import PROBLEM_BASE, PROBLEM_TYPES
-from tests.fixtures.api import SorData, load_sor_data, record_sync_run
+from tests.fixtures.api import SorData, load_sor_data, one_node_per_operation, record_sync_run
 from tests.reliability import hostile
 from tests.reliability.harness import ApiServer, private_database
 
@@ -66,13 +66,14 @@ def no_stack_trace_and_problem_json(ctx: Any, response: Any, case: Any) -> bool 
 
 
 @schema.parametrize()
+@one_node_per_operation
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_schemathesis_finds_no_5xx_and_no_trace(case: Any, live: Live) -> None:
+def test_schemathesis_finds_no_5xx_and_no_trace(case: Any, live: Live, operation_node: str) -> None:
     case.call_and_validate(
         base_url=live.server.base,
         checks=[not_a_server_error, no_stack_trace_and_problem_json],
