@@ -40,9 +40,9 @@ def _collect(tmp_path: Path, *, fixed: bool) -> subprocess.CompletedProcess[str]
         argument="operation_node" if fixed else "",
     )
     (tmp_path / "test_ops.py").write_text(source)
+    pytest_args = ["-p", "tests.conftest", "-p", "no:cacheprovider", "--collect-only", "-q"]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider"]
-        + ["--collect-only", "-q", "--rootdir", str(tmp_path), str(tmp_path)],
+        [sys.executable, "-m", "pytest", *pytest_args, "--rootdir", str(tmp_path), str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
