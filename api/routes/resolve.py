@@ -2,7 +2,7 @@
 
 The rules are the SQL function sor.resolve's (sorsync/lookup/resolve.py, docs/back-mapping.md).
 A JSON request holds up to MAX_ITEMS items and gets one JSON answer. A CSV or NDJSON request may
-hold any number: it is read, answered and written CHUNK items at a time (`_Chunks`: one chunk on
+hold any number: it is read, answered and written CHUNK items at a time (`_Chunks`: two chunks on
 the database while the next is read), so memory stays bounded whatever its size. Its answer
 starts before the whole body is read; a problem after that (a body cut off, bytes that are not
 UTF-8, the database gone) is the answer's last row or line (docs/back-mapping.md, "Streams").
@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import io
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
@@ -54,6 +55,9 @@ MAX_LINE = 1 << 20  # one CSV record or NDJSON line; a longer one is an error, n
 # Distinct (kind, code, date) answers a stream keeps for its repeats. Each costs about 0.7 KB:
 # 200 000 took a worker past 300 MB on a stream of distinct pairs (bench/resolve_bench.py).
 STREAM_CACHE = 50_000
+# Chunks of one stream on the database at once, each on a connection of its own, so that
+# PostgreSQL answers a stream on two cores, as it does a JSON batch in JSON_PARTS.
+IN_FLIGHT = 2
 INPUT_COLUMNS = ("code", "kind", "date")
 _TEXT = {"schema": {"type": "string"}}
 
@@ -230,16 +234,15 @@ async def text_blocks(request: Request) -> AsyncIterator[str]:
 
 
 class _Chunks:
-    """A stream's chunks answered one at a time, each while the next is read: PostgreSQL
-    answers a chunk on its core while this process parses the next one and writes the rows of
-    the one before. Never two at once, so the stream's answer cache sees one chunk at a time."""
+    """A stream's chunks answered IN_FLIGHT at a time, in order: PostgreSQL answers them on its
+    cores while this process parses the next chunk and writes the rows of the oldest."""
 
     def __init__(
         self, db: Database, metrics: Metrics, render: Callable[[list[rs.Answer]], bytes]
     ) -> None:
         self._db, self._metrics, self._render = db, metrics, render
         self._cache = rs.AnswerCache(limit=STREAM_CACHE)
-        self._pending: asyncio.Task[list[rs.Answer]] | None = None
+        self._pending: deque[asyncio.Task[list[rs.Answer]]] = deque()
 
     async def _answer(self, items: list[rs.Item]) -> list[rs.Answer]:
         cache = self._cache
@@ -249,26 +252,27 @@ class _Chunks:
         _count(self._metrics, answers)
         return answers
 
-    async def _previous(self) -> list[rs.Answer]:
-        pending, self._pending = self._pending, None
-        return [] if pending is None else await pending
-
     async def send(self, items: list[rs.Item]) -> bytes:
-        """Start answering `items`; the rendered answers of the chunk sent before (rendered
-        while `items` are on the database)."""
-        previous = await self._previous()
-        self._pending = asyncio.create_task(self._answer(items))
-        return self._render(previous)
+        """Start answering `items`; the rendered answers of the oldest chunk when IN_FLIGHT
+        are on the database already (rendered while the others are)."""
+        done = b""
+        if len(self._pending) >= IN_FLIGHT:
+            done = self._render(await self._pending.popleft())
+        self._pending.append(asyncio.create_task(self._answer(items)))
+        return done
 
     async def finish(self) -> bytes:
-        """The rendered answers of the last chunk sent."""
-        return self._render(await self._previous())
+        """The rendered answers of the chunks still on the database, in order."""
+        out = []
+        while self._pending:
+            out.append(self._render(await self._pending.popleft()))
+        return b"".join(out)
 
     def cancel(self) -> None:
-        """The stream ends early (an error, the client gone): its chunk in flight is dropped,
-        and a failure it already had is taken (asyncio would log it as never retrieved)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        """The stream ends early (an error, the client gone): its chunks in flight are dropped,
+        and a failure one already had is taken (asyncio would log it as never retrieved)."""
+        while self._pending:
+            pending = self._pending.popleft()
             pending.cancel()
             pending.add_done_callback(lambda task: task.cancelled() or task.exception())
 

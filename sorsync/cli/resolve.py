@@ -3,25 +3,29 @@
 Reads a CSV file (or stdin), answers each row's (kind, code, date) with
 sorsync.lookup.resolve — the same rules and answer columns as POST /v1/resolve's CSV answer
 (docs/back-mapping.md) — and writes the rows with those columns added. It streams: CHUNK rows
-are read, answered in one query and written before the next are read, so memory stays bounded
-whatever the file's size. This module owns the file side: encoding and delimiter detection,
-naming the columns, progress and the summary.
+at a time are read, answered in one query and written, at most CONNECTIONS chunks on the
+database at once, so memory stays bounded whatever the file's size. This module owns the file
+side: encoding and delimiter detection, naming the columns, progress and the summary.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import io
 import os
+import re
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
@@ -30,12 +34,18 @@ from sorsync.cli.common import fail
 from sorsync.lookup import resolve as rs
 from sorsync.lookup import run_steps
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
 SAMPLE = 1 << 16  # bytes read ahead to detect the encoding and the delimiter
 DELIMITERS = (";", ",", "\t")
 # Tried in order when no --encoding is given: UTF-8 (a BOM says so outright), then Windows'
 # code page (what Excel writes on a Danish machine), then Latin-1, which decodes any byte.
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
 CACHE = 50_000  # distinct (kind, code, date) answers kept while streaming (AnswerCache)
+# Chunks on the database at once, each on a connection of its own (as the API's streams).
+CONNECTIONS = 2
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+(-[0-9A-F]+)+")
 PLAIN = "-"
 
 
@@ -233,7 +243,7 @@ def _field(row: list[str], at: int | None) -> str | None:
 
 
 def resolve_rows(
-    conn: Any,
+    conns: Sequence[Any],
     rows: Iterator[list[str]],
     width: int,
     columns: Columns,
@@ -246,21 +256,21 @@ def resolve_rows(
     """Answer `rows` (the data rows after the header) CHUNK at a time and `write` each row
     with its answer cells; counts go to `summary`.
 
-    One chunk is in the database while the next is parsed and the last one written: a worker
-    thread sends the queries (psycopg releases the GIL while it waits), so the parsing and
-    PostgreSQL's work overlap instead of taking turns. One query at a time, in order, so the
-    answer cache is only ever used by that thread."""
+    One chunk is on each of `conns` while the next is parsed and the oldest written: worker
+    threads send the queries (psycopg releases the GIL while it waits), so the parsing and
+    PostgreSQL's work on its cores overlap instead of taking turns. Chunk k goes to connection
+    k mod len(conns), once chunk k - len(conns) on it has been answered, and chunks are
+    written in order."""
     cache = rs.AnswerCache(limit=CACHE)
     counts = summary.counts = dict.fromkeys(rs.STATUSES, 0)
     pending: list[list[str]] = []
     items: list[rs.Item] = []
     cells = rs.answer_cells
+    in_flight: deque[tuple[list[list[str]], Future[list[rs.Answer]]]] = deque()
+    sent = 0
 
-    def finish(batch: tuple[list[list[str]], Future[list[rs.Answer]]] | None) -> None:
-        if batch is None:
-            return
-        batch_rows, future = batch
-        answers = future.result()
+    def finish(batch_rows: list[list[str]], future: Future[list[rs.Answer]]) -> None:
+        answers = future.result()  # a failure surfaces here
         rs.counts(answers, counts)
         for row, a in zip(batch_rows, answers, strict=True):
             write([*row, *cells(a)])
@@ -268,18 +278,21 @@ def resolve_rows(
         if on_chunk is not None:
             on_chunk(summary.rows)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sorsync-resolve") as pool:
-        in_flight: tuple[list[list[str]], Future[list[rs.Answer]]] | None = None
+    with ThreadPoolExecutor(max_workers=len(conns), thread_name_prefix="sorsync-resolve") as pool:
 
         def send() -> None:
-            nonlocal pending, items, in_flight
-            done, in_flight = in_flight, None
-            if done is not None:
-                done[1].result()  # the cache is free again (and a failure surfaces here)
-            future = pool.submit(run_steps, conn, rs.resolve_cached(items, cache))
-            in_flight = (pending, future)
+            nonlocal pending, items, sent
+            oldest = in_flight.popleft() if len(in_flight) >= len(conns) else None
+            if oldest is not None:
+                oldest[1].result()  # its connection is free again
+            conn = conns[sent % len(conns)]
+            sent += 1
+            in_flight.append(
+                (pending, pool.submit(run_steps, conn, rs.resolve_cached(items, cache)))
+            )
             pending, items = [], []
-            finish(done)  # written while the new chunk is in the database
+            if oldest is not None:
+                finish(*oldest)  # written while the newer chunks are in the database
 
         for row in rows:
             if not any(cell.strip() for cell in row):
@@ -308,7 +321,35 @@ def resolve_rows(
                 send()
         if items:
             send()
-        finish(in_flight)
+        while in_flight:
+            finish(*in_flight.popleft())
+
+
+@contextmanager
+def snapshot_connections(engine: Engine, n: int) -> Iterator[list[Connection]]:
+    """`n` connections that read one snapshot: the first's, exported to the others
+    (pg_export_snapshot), so that a sync committing meanwhile changes no answer of the file
+    whichever connection answers it."""
+    from sqlalchemy import text
+
+    with contextlib.ExitStack() as stack:
+
+        def connect() -> Connection:
+            conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+            return stack.enter_context(conn)
+
+        first = connect()
+        conns = [first]
+        if n > 1:
+            snapshot = first.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+            # A utility statement takes no parameters; the id is the server's own, and checked.
+            if not _SNAPSHOT_ID.fullmatch(snapshot):
+                raise ValueError(f"unexpected snapshot id {snapshot!r}")
+            for _ in range(n - 1):
+                conn = connect()
+                conn.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+                conns.append(conn)
+        yield conns
 
 
 class _Progress:
@@ -498,7 +539,8 @@ def _run(
     with migrated_engine("sorsync-resolve") as engine:
         try:
             # One snapshot for the whole file: a sync that commits meanwhile changes no answer.
-            with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+            with snapshot_connections(engine, CONNECTIONS) as conns:
+                conn = conns[0]
                 if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM sor.unit)")).scalar():
                     raise fail(NO_REPLICA, EXIT_FAILED)
                 try:
@@ -520,7 +562,7 @@ def _run(
                     writer.writerow([*header, *rs.CSV_COLUMNS])
                     with _Progress(source.size, source.raw) as progress:
                         resolve_rows(
-                            conn, reader, len(header), columns,
+                            conns, reader, len(header), columns,
                             None if kind is None else kind.strip().lower(), day,
                             writer.writerow, summary, progress,
                         )  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import threading
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -218,32 +219,41 @@ def resolve_query(keys: Sequence[Key]) -> Query[dict[Key, Answer]]:
 
 class AnswerCache:
     """Answers already given in one stream, so that a record set that repeats (code, date)
-    pairs asks the database once per pair; bounded, oldest dropped first."""
+    pairs asks the database once per pair; bounded, oldest dropped first. Safe to share
+    between threads (`sorsync resolve` answers two chunks at once, each on a thread)."""
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
         self.answers: dict[Key, Answer] = {}
+        self._lock = threading.Lock()
+
+    def known(self, keys: Iterable[Key]) -> dict[Key, Answer]:
+        """The answers it holds for `keys`."""
+        with self._lock:
+            answers = self.answers
+            return {key: answers[key] for key in keys if key in answers}
 
     def add(self, found: dict[Key, Answer]) -> None:
-        self.answers.update(found)
-        excess = len(self.answers) - self.limit
-        if excess > 0:
-            for key in list(self.answers)[:excess]:
-                del self.answers[key]
+        with self._lock:
+            self.answers.update(found)
+            excess = len(self.answers) - self.limit
+            if excess > 0:
+                for key in list(self.answers)[:excess]:
+                    del self.answers[key]
 
 
 def resolve_cached(items: Sequence[Item], cache: AnswerCache) -> Steps[list[Answer]]:
     """Answer `items` in order with one query, asking only for the distinct valid items `cache`
     has not seen (no query if it has seen them all)."""
-    keys = distinct_keys(items, cache.answers)
+    # The answers this chunk takes from the cache are held from the start: while its query
+    # runs, another chunk's answers may evict them (streams have two chunks on the database).
+    cached = cache.known(distinct_keys(items))
+    keys = distinct_keys(items, cached)
     if not keys:
-        return answer(items, cache.answers)
+        return answer(items, cached)
     fresh: dict[Key, Answer] = yield resolve_query(keys)
-    # Answered before the cache takes the fresh answers: adding them may evict an older
-    # answer that an item of this very chunk needs.
-    answers = answer(items, ChainMap(fresh, cache.answers))
     cache.add(fresh)
-    return answers
+    return answer(items, ChainMap(fresh, cached))
 
 
 # --- rendering ----------------------------------------------------------------------------------

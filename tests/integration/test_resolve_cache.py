@@ -1,15 +1,18 @@
 """sorsync.lookup.resolve's answer cache on a real database: a stream that asks again for a
 pair the cache still holds, in the chunk whose fresh answers push that pair out, is answered
-(the CSV streams and `sorsync resolve` keep a bounded cache of distinct pairs)."""
+(the CSV streams and `sorsync resolve` keep a bounded cache of distinct pairs); and the
+connections `sorsync resolve` answers on read one snapshot."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
+from sorsync.cli.resolve import snapshot_connections
 from sorsync.lookup import resolve as rs
 from sorsync.lookup import run_steps
+from tests.fixtures.api import empty_replica, load_sor_data
 
 DAY = dt.date(2025, 6, 1)
 
@@ -29,3 +32,17 @@ def test_a_hit_evicted_by_its_own_chunk_is_still_answered(clean_db: Engine) -> N
         ("1001", "not_found"), ("1003", "not_found"), ("1004", "not_found"), ("XX", "invalid"),
     ]  # fmt: skip
     assert len(cache.answers) == 2
+
+
+def test_the_resolve_commands_connections_read_one_snapshot(clean_db: Engine) -> None:
+    # `sorsync resolve` answers a file on two connections; a sync that commits while it runs
+    # must change no answer on either of them.
+    def units(conn: Connection) -> int:
+        return int(conn.execute(text("SELECT count(*) FROM sor.unit")).scalar_one())
+
+    with snapshot_connections(clean_db, 2) as conns:
+        load_sor_data(clean_db)  # committed after the snapshot was taken
+        with clean_db.connect() as fresh:
+            assert units(fresh) > 0
+        assert [units(conn) for conn in conns] == [0, 0]
+    empty_replica(clean_db)

@@ -137,3 +137,22 @@ def test_resolve_cached_asks_only_for_what_the_cache_has_not_seen() -> None:
     asked, again = drive(rs.resolve_cached(items[:3], cache), [])
     assert asked == []
     assert [a.status for a in again] == ["found", "not_found", "found"]
+
+
+def test_a_chunk_keeps_its_cached_answers_while_another_chunk_evicts_them() -> None:
+    # The API's streams have two chunks on the database at once (api/routes/resolve.py).
+    cache = rs.AnswerCache(limit=2)
+    found = (1, "found", SECTION, "Afsnit", "sygehusafdeling", "1001", *[None] * 6)
+    drive(rs.resolve_cached([rs.item("shak", "1001", None, DAY)], cache), [[found]])
+    waiting = rs.resolve_cached([rs.item("shak", c, None, DAY) for c in ("1001", "1002")], cache)
+    query = next(waiting)  # asks for 1002 only: 1001 is in the cache
+    assert query.params["codes"] == ["1002"]
+    # Meanwhile another chunk's answers push 1001 out of the cache.
+    drive(rs.resolve_cached([rs.item("shak", c, None, DAY) for c in ("1003", "1004")], cache), [[]])
+    assert ("shak", "1001", DAY) not in cache.answers
+    with pytest.raises(StopIteration) as done:
+        waiting.send(query.shape([]))
+    assert [(a.item.code, a.status) for a in done.value.value] == [
+        ("1001", "found"),
+        ("1002", "not_found"),
+    ]
