@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import re
 import threading
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sorsync import identifiers
@@ -63,8 +63,10 @@ def kind_problem(kind: str) -> str | None:
     return f"kind {kind!r} is not one of {', '.join(CODE_KINDS)}."
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+# Item and Answer are NamedTuples, not frozen dataclasses: a stream makes two of each per
+# item, and a frozen dataclass's __init__ (object.__setattr__ per field) and __eq__ cost
+# several times a tuple's (docs/performance.md).
+class Item(NamedTuple):
     """One (kind, code, date) to answer: normalised when valid, else as given with `problem`
     (and `date_text`, the date as sent, when it was sent but could not be read)."""
 
@@ -145,8 +147,7 @@ class ResolvedUnit(NamedTuple):
     valid_to: dt.date | None
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     item: Item
     status: str  # one of STATUSES
     units: list[ResolvedUnit]
@@ -238,7 +239,9 @@ class AnswerCache:
             self.answers.update(found)
             excess = len(self.answers) - self.limit
             if excess > 0:
-                for key in list(self.answers)[:excess]:
+                # The oldest first (dicts keep insertion order); not list(self.answers), which
+                # copied all 50 000 keys for every chunk.
+                for key in list(itertools.islice(self.answers, excess)):
                     del self.answers[key]
 
 
