@@ -198,15 +198,13 @@ def answer(items: Sequence[Item], found: Mapping[Key, Answer]) -> list[Answer]:
     return out
 
 
-def distinct_keys(items: Iterable[Item], known: dict[Key, Answer] | None = None) -> list[Key]:
-    """The valid items' (kind, code, day), each once, leaving out those in `known`."""
-    seen: dict[Key, None] = {}
-    for it in items:
-        if it.problem is None and it.day is not None:
-            key = (it.kind, it.code, it.day)
-            if known is None or key not in known:
-                seen[key] = None
-    return list(seen)
+def distinct_keys(items: Iterable[Item]) -> list[Key]:
+    """The valid items' (kind, code, day), each once, in order."""
+    return list(
+        dict.fromkeys(
+            (it.kind, it.code, it.day) for it in items if it.problem is None and it.day is not None
+        )
+    )
 
 
 def resolve_query(keys: Sequence[Key]) -> Query[dict[Key, Answer]]:
@@ -250,8 +248,10 @@ def resolve_cached(items: Sequence[Item], cache: AnswerCache) -> Steps[list[Answ
     has not seen (no query if it has seen them all)."""
     # The answers this chunk takes from the cache are held from the start: while its query
     # runs, another chunk's answers may evict them (streams have two chunks on the database).
-    cached = cache.known(distinct_keys(items))
-    keys = distinct_keys(items, cached)
+    keys = distinct_keys(items)
+    cached = cache.known(keys)
+    if cached:
+        keys = [key for key in keys if key not in cached]
     if not keys:
         return answer(items, cached)
     fresh: dict[Key, Answer] = yield resolve_query(keys)
