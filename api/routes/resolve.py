@@ -17,7 +17,7 @@ import datetime as dt
 import io
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -299,8 +299,13 @@ async def csv_stream(
         raise ProblemError("invalid-body", f"{exc}.") from None
     header_line = first.lstrip().split("\n", 1)[0]
     delimiter = _sniff_delimiter(header_line)
-    rows = csv.reader(io.StringIO(first), delimiter=delimiter)
-    header = [name.strip().lower() for name in next(rows, [])]
+    # Strict, as every later block: a row that breaks the quoting ends the stream with an error
+    # row wherever it is, rather than being read one way in the first block and another later.
+    rows = csv.reader(io.StringIO(first), delimiter=delimiter, strict=True)
+    try:
+        header = [name.strip().lower() for name in next(rows, [])]
+    except csv.Error as exc:
+        raise ProblemError("invalid-body", f"The CSV header cannot be read: {exc}.") from None
     if "code" not in header:
         raise ProblemError(
             "invalid-body",
@@ -308,12 +313,11 @@ async def csv_stream(
             " row names the columns: code, and optionally kind and date.",
         )
     where = {name: header.index(name) for name in INPUT_COLUMNS if name in header}
-    rest = list(rows)
-    return _csv_answers(rest, blocks, where, delimiter, db, metrics, default_kind, default_day)
+    return _csv_answers(rows, blocks, where, delimiter, db, metrics, default_kind, default_day)
 
 
 async def _csv_answers(
-    rest: list[list[str]],
+    rest: Iterable[list[str]],
     blocks: AsyncIterator[str],
     where: dict[str, int],
     delimiter: str,
@@ -345,27 +349,28 @@ async def _csv_answers(
         out.truncate()
         return data
 
-    async def records() -> AsyncIterator[list[str]]:
-        for row in rest:
-            yield row
+    async def row_blocks() -> AsyncIterator[Iterable[list[str]]]:
+        # A block's rows at a time, not a row at a time: an async generator's step per row
+        # cost more than reading the row.
+        yield rest
         async for block in blocks:
-            try:
-                for row in csv.reader(io.StringIO(block), delimiter=delimiter, strict=True):
-                    yield row
-            except csv.Error as exc:
-                raise StreamError(f"the CSV cannot be read on from here: {exc}") from None
+            yield csv.reader(io.StringIO(block), delimiter=delimiter, strict=True)
 
     chunks = _Chunks(db, metrics, rows_of)
     items: list[rs.Item] = []
     try:
         try:
-            async for row in records():
-                if not row or not any(cell.strip() for cell in row):
-                    continue  # a blank line
-                items.append(parse(row))
-                if len(items) >= rs.CHUNK:
-                    yield await chunks.send(items)  # the header first
-                    items = []
+            async for rows in row_blocks():
+                try:
+                    for row in rows:
+                        if not "".join(row).strip():
+                            continue  # a blank line
+                        items.append(parse(row))
+                        if len(items) >= rs.CHUNK:
+                            yield await chunks.send(items)  # the header first
+                            items = []
+                except csv.Error as exc:
+                    raise StreamError(f"the CSV cannot be read on from here: {exc}") from None
         except StreamError:
             # The rows read before the problem are answered first: the error row says
             # every row above it was answered.

@@ -295,7 +295,7 @@ def resolve_rows(
                 finish(*oldest)  # written while the newer chunks are in the database
 
         for row in rows:
-            if not any(cell.strip() for cell in row):
+            if not "".join(row).strip():
                 continue  # a blank line
             if len(row) > width:
                 extra = row[width:]

@@ -1,5 +1,6 @@
 """POST /v1/resolve: invalid items echo their date, kind defaults to shak (and says so in the
-OpenAPI document), an unreadable NDJSON line is answered by its raw code and how to fix it."""
+OpenAPI document), an unreadable NDJSON line is answered by its raw code and how to fix it, a
+CSV header that cannot be read is a 422."""
 
 from __future__ import annotations
 
@@ -50,3 +51,11 @@ def test_unreadable_ndjson_line(api_client: TestClient, sor_data: SorData) -> No
     ]
     assert "line 2 is not JSON" in lines[1]["detail"]
     assert "one JSON object a line" in lines[2]["detail"]
+
+
+def test_a_csv_header_that_breaks_the_quoting(api_client: TestClient) -> None:
+    r = api_client.post(
+        "/v1/resolve", content=b'"co"de,kind\n8001,shak\n', headers={"content-type": "text/csv"}
+    )
+    assert r.status_code == 422
+    assert "The CSV header cannot be read" in r.json()["detail"]

@@ -342,6 +342,23 @@ def test_bad_csv_rows_are_answered_on_their_own_row(base: str) -> None:
     assert rows[5_001]["detail"] != rows[2_500]["detail"]
 
 
+def test_blank_csv_rows_are_skipped_and_an_unreadable_one_ends_the_stream(base: str) -> None:
+    good = [_good(i) for i in range(3)]
+    lines = [b"code,kind,date\n", b"%s,%s,%s\n" % tuple(v.encode() for v in good[0])]
+    lines += [b"\n", b" , ,\t\n", b"%s,%s,%s\n" % tuple(v.encode() for v in good[1])]
+    lines += [b'"Q0"02,shak,2024-01-01\n', b"%s,%s,%s\n" % tuple(v.encode() for v in good[2])]
+    body, _ = _stream(base, "text/csv", iter([(len(lines), b"".join(lines))]))
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    # The rows before the unreadable one are answered, then the error row; none after it.
+    assert [(r["code"], r["status"]) for r in rows[:2]] == [
+        (good[0][0], "not_found"),
+        (good[1][0], "not_found"),
+    ]
+    assert len(rows) == 3, rows
+    assert rows[2]["status"] == "error"
+    assert "the CSV cannot be read on from here" in rows[2]["detail"]
+
+
 def test_bad_ndjson_lines_are_answered_on_their_own_line(base: str) -> None:
     def lines() -> Iterator[bytes]:
         for i in range(SPAN):
