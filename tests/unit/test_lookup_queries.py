@@ -127,9 +127,9 @@ def test_resolve_cached_asks_only_for_what_the_cache_has_not_seen() -> None:
     asked, answers = drive(rs.resolve_cached(items, cache), [[found]])
     assert [a.sql for a in asked] == [rs.RESOLVE]
     assert asked[0].params == {
-        "kinds": ["shak", "shak"],
-        "codes": ["1001", "1002"],
-        "days": [DAY, DAY],
+        "kinds": "shak,shak",
+        "codes": "1001,1002",
+        "days": "2025-06-01,2025-06-01",
     }
     assert [a.status for a in answers] == ["found", "not_found", "found", "invalid"]
     assert [u.sor_id for u in answers[0].units] == [SECTION]
@@ -139,6 +139,17 @@ def test_resolve_cached_asks_only_for_what_the_cache_has_not_seen() -> None:
     assert [a.status for a in again] == ["found", "not_found", "found"]
 
 
+def test_resolve_keys_travel_as_texts_and_a_comma_in_a_code_is_refused() -> None:
+    keys = [("shak", "1001", DAY), ("sor", "123", dt.date(2020, 2, 29))]
+    assert rs.query_params(keys) == {
+        "kinds": "shak,sor",
+        "codes": "1001,123",
+        "days": "2025-06-01,2020-02-29",
+    }
+    with pytest.raises(ValueError, match="comma"):
+        rs.query_params([("shak", "10,01", DAY)])
+
+
 def test_a_chunk_keeps_its_cached_answers_while_another_chunk_evicts_them() -> None:
     # The API's streams have two chunks on the database at once (api/routes/resolve.py).
     cache = rs.AnswerCache(limit=2)
@@ -146,7 +157,7 @@ def test_a_chunk_keeps_its_cached_answers_while_another_chunk_evicts_them() -> N
     drive(rs.resolve_cached([rs.item("shak", "1001", None, DAY)], cache), [[found]])
     waiting = rs.resolve_cached([rs.item("shak", c, None, DAY) for c in ("1001", "1002")], cache)
     query = next(waiting)  # asks for 1002 only: 1001 is in the cache
-    assert query.params["codes"] == ["1002"]
+    assert query.params["codes"] == "1002"
     # Meanwhile another chunk's answers push 1001 out of the cache.
     drive(rs.resolve_cached([rs.item("shak", c, None, DAY) for c in ("1003", "1004")], cache), [[]])
     assert ("shak", "1001", DAY) not in cache.answers
