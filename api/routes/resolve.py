@@ -52,9 +52,9 @@ CSV_TYPE = "text/csv"
 NDJSON_TYPE = "application/x-ndjson"
 STREAMED = (CSV_TYPE, NDJSON_TYPE)
 MAX_LINE = 1 << 20  # one CSV record or NDJSON line; a longer one is an error, not buffered
-# Distinct (kind, code, date) answers a stream keeps for its repeats. Each costs about 0.7 KB:
-# 200 000 took a worker past 300 MB on a stream of distinct pairs (bench/resolve_bench.py).
-STREAM_CACHE = 50_000
+# The codes whose timelines a stream keeps (rs.TimelineCache). Each costs about 1 KB: 136 000 of
+# them took a worker to 279 MB on bench/resolve_bench.py's stream, so 150 000 stays in 300 MB.
+STREAM_CACHE = 150_000
 # Chunks of one stream on the database at once, each on a connection of its own, so that
 # PostgreSQL answers a stream on two cores, as it does a JSON batch in JSON_PARTS.
 IN_FLIGHT = 2
@@ -241,7 +241,7 @@ class _Chunks:
         self, db: Database, metrics: Metrics, render: Callable[[list[rs.Answer]], bytes]
     ) -> None:
         self._db, self._metrics, self._render = db, metrics, render
-        self._cache = rs.AnswerCache(limit=STREAM_CACHE)
+        self._cache = rs.TimelineCache(limit=STREAM_CACHE)
         self._pending: deque[asyncio.Task[list[rs.Answer]]] = deque()
 
     async def _answer(self, items: list[rs.Item]) -> list[rs.Answer]:

@@ -42,7 +42,7 @@ DELIMITERS = (";", ",", "\t")
 # Tried in order when no --encoding is given: UTF-8 (a BOM says so outright), then Windows'
 # code page (what Excel writes on a Danish machine), then Latin-1, which decodes any byte.
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
-CACHE = 50_000  # distinct (kind, code, date) answers kept while streaming (AnswerCache)
+CACHE = 150_000  # distinct (kind, code) timelines kept while streaming (TimelineCache)
 # Chunks on the database at once, each on a connection of its own (as the API's streams).
 CONNECTIONS = 2
 _SNAPSHOT_ID = re.compile(r"[0-9A-F]+(-[0-9A-F]+)+")
@@ -261,7 +261,7 @@ def resolve_rows(
     PostgreSQL's work on its cores overlap instead of taking turns. Chunk k goes to connection
     k mod len(conns), once chunk k - len(conns) on it has been answered, and chunks are
     written in order."""
-    cache = rs.AnswerCache(limit=CACHE)
+    cache = rs.TimelineCache(limit=CACHE)
     counts = summary.counts = dict.fromkeys(rs.STATUSES, 0)
     pending: list[list[str]] = []
     items: list[rs.Item] = []

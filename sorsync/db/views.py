@@ -32,7 +32,7 @@ from sorsync.db.locks import advisory_lock
 from sorsync.db.models import KRS_SCHEMA
 from sorsync.mapping import DatatypeMapping, Kind, SorMapping
 
-VERSION = 6  # bump when the SQL below changes, so every database rebuilds its views
+VERSION = 7  # bump when the SQL below changes, so every database rebuilds its views
 LOCK_NAME = "views"
 OPEN_END = "DATE '2999-01-01'"  # NSP writes 2999-12-31 (or 9999-12-31) for "no end"
 
@@ -413,6 +413,7 @@ _PICK = ", ".join(
         "pid",
     ]
 )
+_PICK_SPAN = f"{_PICK}, m.valid_from AS map_from, m.valid_to AS map_to"
 _LOCAL = "AT TIME ZONE 'Europe/Copenhagen'"
 # The spellings a ydernummer may be stored under (as sorsync.lookup.ydernummer_variants), as a
 # function rather than an ARRAY(subquery) in the branch: a call is an index condition per item,
@@ -428,7 +429,9 @@ SELECT ARRAY(SELECT lpad(b.bare, w, '0')
 $$"""
 
 
-def _shak_candidates(mapping: SorMapping, sources: Sources, items: str) -> str:
+def _shak_candidates(
+    mapping: SorMapping, sources: Sources, items: str, *, dated: bool = True
+) -> str:
     """The SHAK branch of the rules: the units shak_map gives the item's code, valid that day.
 
     A SHAK's unit is of the kind shak_map gives it. SOR2 has one sor.unit branch, and its
@@ -437,9 +440,12 @@ def _shak_candidates(mapping: SorMapping, sources: Sources, items: str) -> str:
     kind differs between shak_map's branches, so the planner cannot drop any); one branch per
     kind, with the kind a constant on both sides, leaves one table each (the same rows).
     """
+    # Undated (sor.resolve_timeline): every version of every candidate, and the mapping's own
+    # validity beside it.
+    what, when = (_PICK, f" AND {_AT_MAP} AND {_AT}") if dated else (_PICK_SPAN, "")
     head = (
-        f"SELECT i.ord, {_PICK} FROM {items}, sor.shak_map m JOIN sor.unit u ON u.sor_id = m.sor_id"
-        f" WHERE i.kind = 'shak' AND m.shak = i.code AND {_AT_MAP} AND {_AT}"
+        f"SELECT i.ord, {what} FROM {items}, sor.shak_map m JOIN sor.unit u ON u.sor_id = m.sor_id"
+        f" WHERE i.kind = 'shak' AND m.shak = i.code{when}"
     )
     if sources.sor2_units or sources.shak_from_map:
         same_kind = f"(u.datatype = {_lit(mapping.role('sorentity').key)} OR u.kind = m.kind)"
@@ -501,6 +507,69 @@ _BATCH = (
 _ONE = "SELECT $1 AS kind, $2 AS code, sor.day_start($3) AS at, 1::bigint AS ord"
 
 
+def _timeline(mapping: SorMapping, sources: Sources) -> str:
+    """sor.resolve_timeline: a code's answers over time, the rules of sor.resolve applied once
+    per stretch of days in which nothing they read changes.
+
+    Everything the rules read about an item is dated: the SHAK mapping's rows, the versions of
+    the units carrying the code and of those units' hospitals or practices. Between two of their
+    validity boundaries every condition in _rules and sor.resolve has the same outcome, so the
+    answer on the first day of a stretch is the answer on every day of it. The boundaries are
+    taken undated from the same candidates (_shak_candidates and the other branches), each
+    instant turned into the first day whose start is at or after it (the first day on which
+    `_AT` flips); sor.resolve then answers each item on each of those days and on the day before
+    the first."""
+    span = "NULL::timestamptz AS map_from, NULL::timestamptz AS map_to"
+    day = f"(t.b {_LOCAL})::date"
+    first_day = f"CASE WHEN sor.day_start({day}) >= t.b THEN {day} ELSE {day} + 1 END"
+    columns = ", ".join(f"r.{name}" for name, _ in RESOLVE_COLUMNS)
+    return f"""
+CREATE OR REPLACE FUNCTION sor.resolve_timeline(kinds text[], codes text[])
+RETURNS TABLE (ord bigint, from_day date, {_RESOLVE_OUT})
+LANGUAGE sql STABLE PARALLEL SAFE
+SET jit = off AS $$
+WITH i AS (
+  SELECT x.kind, x.code, x.ord FROM unnest(kinds, codes) WITH ORDINALITY AS x(kind, code, ord)),
+c AS (
+  {_shak_candidates(mapping, sources, "i", dated=False)}
+  UNION ALL
+  SELECT i.ord, {_PICK}, {span} FROM i, sor.unit u
+   WHERE i.kind = 'sor' AND u.sor_id = sor.as_bigint(i.code)
+  UNION ALL
+  SELECT i.ord, {_PICK}, {span} FROM i, sor.unit u
+   WHERE i.kind = 'ean' AND u.ean = sor.as_bigint(i.code)
+  UNION ALL
+  SELECT i.ord, {_PICK}, {span} FROM i, sor.unit u
+   WHERE i.kind = 'ydernummer' AND u.ydernummer IS NOT NULL
+     AND u.ydernummer = ANY(sor.ydernummer_variants(i.code))),
+t AS (
+  SELECT c.ord, x.b FROM c, unnest(ARRAY[c.valid_from, c.valid_to, c.map_from, c.map_to]) x(b)
+  UNION ALL
+  SELECT c.ord, x.b FROM c
+    JOIN sor.unit h ON h.sor_id = COALESCE(c.hospital_sor_id, c.praksis_sor_id)
+                   AND h.kind IN ('sygehus', 'praksis'),
+         unnest(ARRAY[h.valid_from, h.valid_to]) x(b)),
+d AS (
+  SELECT DISTINCT t.ord, LEAST({first_day}, DATE '9999-12-31') AS day
+    FROM t WHERE isfinite(t.b)),
+p AS (
+  SELECT d.ord, d.day FROM d
+  UNION
+  SELECT d.ord, GREATEST(min(d.day) - 1, DATE '0001-01-01') FROM d GROUP BY d.ord
+  UNION
+  SELECT i.ord, DATE '2000-01-01' FROM i WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.ord = i.ord)),
+q AS (
+  SELECT array_agg(i.kind ORDER BY p.ord, p.day) AS kinds,
+         array_agg(i.code ORDER BY p.ord, p.day) AS codes,
+         array_agg(p.day ORDER BY p.ord, p.day) AS days,
+         array_agg(p.ord ORDER BY p.ord, p.day) AS ords
+    FROM p JOIN i ON i.ord = p.ord)
+SELECT q.ords[r.ord::int], q.days[r.ord::int], {columns}
+  FROM q, sor.resolve(q.kinds, q.codes, q.days) r
+ ORDER BY r.ord, r.sor_id
+$$"""
+
+
 def resolve_functions(mapping: SorMapping, sources: Sources) -> tuple[str, ...]:
     """sor.resolve_items (the rules, _rules), sor.resolve_item and sor.resolve on it, and the
     analysts' functions (with comments)."""
@@ -544,6 +613,7 @@ SELECT r.ord, r.status, r.sor_id, r.name, r.kind, r.shak, r.institution_sor_id,
   ) h ON true
  ORDER BY r.ord, r.sor_id
 $$""",
+        _timeline(mapping, sources),
         f"""
 CREATE OR REPLACE FUNCTION sor.resolve_code(kind text, code text,
     on_date date DEFAULT (now() {_LOCAL})::date)
@@ -571,6 +641,10 @@ $$""",
         " with ord = i: one row per unit; status found, ambiguous (several rows) or not_found"
         " (one row of NULLs). Codes are taken as given (upper-case SHAK); see the back-mapping"
         " guide.'",
+        "COMMENT ON FUNCTION sor.resolve_timeline(text[], text[]) IS 'What sor.resolve answers"
+        " for item ord of (kinds, codes) on every day: one row per unit and stretch of days, the"
+        " stretch starting on from_day and lasting until the next from_day of the item (the"
+        " first stretch also covers every day before it).'",
         "COMMENT ON FUNCTION sor.resolve_code(text, text, date) IS 'The unit(s) a code of a kind"
         " (shak, sor, ean, ydernummer) meant on a date (default today in Denmark): sor.resolve for"
         " one item.'",

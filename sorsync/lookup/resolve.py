@@ -5,18 +5,20 @@ live in that one function (sorsync/db/views.py, docs/back-mapping.md); this modu
 items with the single lookups' messages, sends the valid ones in one query per chunk, and
 renders answers as JSON or CSV cells. The API (api/routes/resolve.py) and `sorsync resolve`
 (sorsync/cli/resolve.py) both use it; the analysts' SQL functions call `sor.resolve` directly.
-`resolve_cached` is Steps (sorsync/lookup/query.py), the same logic whoever runs it:
-`run_steps(conn, …)` on a Connection, `await aio.arun_steps(conn, …)` on the loop.
+The streams answer from each code's timeline (`resolve_cached`, sor.resolve_timeline): the
+same rules, asked once per code. `resolve_cached` is Steps (sorsync/lookup/query.py), the same
+logic whoever runs it: `run_steps(conn, …)` on a Connection, `await aio.arun_steps(conn, …)` on
+the loop.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import itertools
 import re
 import threading
-from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -223,47 +225,116 @@ def resolve_query(keys: Sequence[Key]) -> Query[dict[Key, Answer]]:
     return Query(RESOLVE, query_params(keys), grouped)
 
 
-class AnswerCache:
-    """Answers already given in one stream, so that a record set that repeats (code, date)
-    pairs asks the database once per pair; bounded, oldest dropped first. Safe to share
-    between threads (`sorsync resolve` answers two chunks at once, each on a thread)."""
+# The streams ask per code, not per (code, date): sor.resolve_timeline gives what a code means on
+# every day, so a stream of years of records with a few thousand codes asks the database once
+# per code however many dates it holds (docs/back-mapping.md).
+TIMELINE = (
+    "SELECT * FROM sor.resolve_timeline(string_to_array(%(kinds)s, ','),"
+    " string_to_array(%(codes)s, ','))"
+)
 
-    def __init__(self, limit: int = 200_000) -> None:
+Code = tuple[str, str]  # (kind, code)
+
+
+class Timeline(NamedTuple):
+    """What one code answers over time: `answers[i]` from day `starts[i]` until the next
+    start; the first also before its start."""
+
+    starts: list[dt.date]
+    answers: list[tuple[str, list[ResolvedUnit]]]  # (status, units)
+
+    def on(self, day: dt.date) -> tuple[str, list[ResolvedUnit]]:
+        return self.answers[max(bisect.bisect_right(self.starts, day) - 1, 0)]
+
+
+def group_timelines(codes: Sequence[Code], rows: Iterable[tuple[Any, ...]]) -> dict[Code, Timeline]:
+    """sor.resolve_timeline's rows (ord from 1, then from_day, both ascending) as one Timeline
+    per code."""
+    found: dict[int, Timeline] = {}
+    make = ResolvedUnit._make
+    # A stream's cache holds tens of thousands of timelines: the values that repeat (kinds,
+    # statuses, hospitals, levels, dates) are kept once, not once per row as psycopg made them.
+    once: dict[Any, Any] = {}
+    share = once.setdefault
+    last: tuple[int, dt.date] | None = None
+    units: list[ResolvedUnit] = []
+    for row in rows:
+        ord_, day = row[0], row[1]
+        if (ord_, day) != last:
+            last = (ord_, day)
+            units = []
+            timeline = found.get(ord_)
+            if timeline is None:
+                timeline = found[ord_] = Timeline([], [])
+            timeline.starts.append(share(day, day))
+            timeline.answers.append((share(row[2], row[2]), units))
+        if row[3] is not None:
+            units.append(make(v if v is None else share(v, v) for v in row[3:]))
+    nothing = Timeline([dt.date.min], [("not_found", [])])
+    return {code: found.get(n, nothing) for n, code in enumerate(codes, start=1)}
+
+
+def timeline_query(codes: Sequence[Code]) -> Query[dict[Code, Timeline]]:
+    """sor.resolve_timeline for `codes` (distinct, valid)."""
+
+    def grouped(rows: Rows) -> dict[Code, Timeline]:
+        return group_timelines(codes, rows)
+
+    params = {"kinds": ",".join(c[0] for c in codes), "codes": comma_text(c[1] for c in codes)}
+    return Query(TIMELINE, params, grouped)
+
+
+class TimelineCache:
+    """The timelines of the codes one stream has asked for, so that each code goes to the
+    database once; bounded, oldest dropped first. Safe to share between threads (`sorsync
+    resolve` answers two chunks at once, each on a thread)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
-        self.answers: dict[Key, Answer] = {}
+        self.timelines: dict[Code, Timeline] = {}
         self._lock = threading.Lock()
 
-    def known(self, keys: Iterable[Key]) -> dict[Key, Answer]:
-        """The answers it holds for `keys`."""
+    def known(self, codes: Iterable[Code]) -> dict[Code, Timeline]:
+        """The timelines it holds of `codes`."""
         with self._lock:
-            answers = self.answers
-            return {key: answers[key] for key in keys if key in answers}
+            held = self.timelines
+            return {code: held[code] for code in codes if code in held}
 
-    def add(self, found: dict[Key, Answer]) -> None:
+    def add(self, found: dict[Code, Timeline]) -> None:
         with self._lock:
-            self.answers.update(found)
-            excess = len(self.answers) - self.limit
+            self.timelines.update(found)
+            excess = len(self.timelines) - self.limit
             if excess > 0:
-                # The oldest first (dicts keep insertion order); not list(self.answers), which
-                # copied all 50 000 keys for every chunk.
-                for key in list(itertools.islice(self.answers, excess)):
-                    del self.answers[key]
+                # The oldest first (dicts keep insertion order); not list(self.timelines),
+                # which copied every key for every chunk.
+                for code in list(itertools.islice(self.timelines, excess)):
+                    del self.timelines[code]
 
 
-def resolve_cached(items: Sequence[Item], cache: AnswerCache) -> Steps[list[Answer]]:
-    """Answer `items` in order with one query, asking only for the distinct valid items `cache`
-    has not seen (no query if it has seen them all)."""
-    # The answers this chunk takes from the cache are held from the start: while its query
-    # runs, another chunk's answers may evict them (streams have two chunks on the database).
-    keys = distinct_keys(items)
-    cached = cache.known(keys)
-    if cached:
-        keys = [key for key in keys if key not in cached]
-    if not keys:
-        return answer(items, cached)
-    fresh: dict[Key, Answer] = yield resolve_query(keys)
-    cache.add(fresh)
-    return answer(items, ChainMap(fresh, cached))
+def resolve_cached(items: Sequence[Item], cache: TimelineCache) -> Steps[list[Answer]]:
+    """Answer `items` in order with one query, asking only for the timelines of the distinct
+    valid codes `cache` does not hold (no query if it holds them all)."""
+    # The timelines this chunk takes from the cache are held from the start: while its query
+    # runs, another chunk's may evict them (streams have two chunks on the database).
+    codes = list(
+        dict.fromkeys(
+            (it.kind, it.code) for it in items if it.problem is None and it.day is not None
+        )
+    )
+    timelines = cache.known(codes)
+    missing = [code for code in codes if code not in timelines]
+    if missing:
+        fresh: dict[Code, Timeline] = yield timeline_query(missing)
+        cache.add(fresh)
+        timelines.update(fresh)
+    out = []
+    for it in items:
+        if it.problem is not None or it.day is None:
+            out.append(Answer(it, "invalid", []))
+        else:
+            status, units = timelines[(it.kind, it.code)].on(it.day)
+            out.append(Answer(it, status, units))
+    return out
 
 
 # --- rendering ----------------------------------------------------------------------------------

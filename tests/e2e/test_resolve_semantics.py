@@ -33,6 +33,7 @@ from sorsync.datatypes import lookup as datatype
 from sorsync.db import views
 from sorsync.krs.client import KrsClient
 from sorsync.lookup import resolve as rs
+from sorsync.lookup.query import run
 from sorsync.mapping import default_mapping
 from sorsync.simulator.server import serve_in_thread
 from sorsync.sync import sync
@@ -344,3 +345,33 @@ def test_every_way_gives_the_same_answer(
             if have is not None and have != expected(way, want):
                 mismatches.append(f"{way}: {case} → {have}, single lookup {want}")
     assert not mismatches, "\n".join(mismatches[:40])
+
+
+def test_a_codes_timeline_answers_every_day_as_sor_resolve_does(
+    engine: Engine, replica: str
+) -> None:
+    # The streams answer from sor.resolve_timeline, one query per code. Every day on which any
+    # unit (hospitals and practices included) or SHAK mapping starts or ends, and the days
+    # around it, asked of sor.resolve directly: the same answer as the code's timeline gives.
+    codes = sorted({(c.kind, c.code) for c in _cases(engine)})
+    with engine.connect() as conn:
+        spans = conn.execute(
+            text(
+                f"SELECT (valid_from {LOCAL})::date, (valid_to {LOCAL})::date FROM sor.unit"
+                f" UNION SELECT (valid_from {LOCAL})::date, (valid_to {LOCAL})::date"
+                " FROM sor.shak_map"
+            )
+        ).all()
+        days = sorted(_boundaries([(s, e) for s, e in spans]) | {dt.date(1900, 1, 1)})
+        valid = [c for c in codes if rs.item(c[0], c[1], None, days[0]).problem is None]
+        keys = [(kind, code, day) for kind, code in valid for day in days]
+        want = run(conn, rs.resolve_query(keys))
+        timelines = run(conn, rs.timeline_query(valid))
+    assert {kind for kind, _ in valid} == {"shak", "sor", "ean", "ydernummer"}
+    assert len(keys) > 5_000
+    differ = [
+        (key, want[key].status, timelines[key[:2]].on(key[2]))
+        for key in keys
+        if (want[key].status, want[key].units) != timelines[key[:2]].on(key[2])
+    ]
+    assert not differ, differ[:10]

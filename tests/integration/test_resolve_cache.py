@@ -1,6 +1,6 @@
-"""sorsync.lookup.resolve's answer cache on a real database: a stream that asks again for a
-pair the cache still holds, in the chunk whose fresh answers push that pair out, is answered
-(the CSV streams and `sorsync resolve` keep a bounded cache of distinct pairs); and the
+"""sorsync.lookup.resolve's timeline cache on a real database: a stream that asks again for a
+code the cache still holds, in the chunk whose fresh timelines push that code out, is answered
+(the CSV streams and `sorsync resolve` keep a bounded cache of codes); and the
 connections `sorsync resolve` answers on read one snapshot."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ DAY = dt.date(2025, 6, 1)
 
 
 def test_a_hit_evicted_by_its_own_chunk_is_still_answered(clean_db: Engine) -> None:
-    cache = rs.AnswerCache(limit=2)
+    cache = rs.TimelineCache(limit=2)
 
     def items(*codes: str) -> list[rs.Item]:
         return [rs.item("shak", code, None, DAY) for code in codes]
@@ -31,7 +31,7 @@ def test_a_hit_evicted_by_its_own_chunk_is_still_answered(clean_db: Engine) -> N
     assert [(a.item.code, a.status) for a in again] == [
         ("1001", "not_found"), ("1003", "not_found"), ("1004", "not_found"), ("XX", "invalid"),
     ]  # fmt: skip
-    assert len(cache.answers) == 2
+    assert len(cache.timelines) == 2
 
 
 def test_the_resolve_commands_connections_read_one_snapshot(clean_db: Engine) -> None:

@@ -119,24 +119,57 @@ def test_resolve_shak_json_sets_jit_off_then_asks_once() -> None:
         drive(lookup.resolve_shak_json(["8001,0000"], DAY), [])
 
 
-def test_resolve_cached_asks_only_for_what_the_cache_has_not_seen() -> None:
-    cache = rs.AnswerCache()
-    items = [rs.item("shak", code, None, DAY) for code in ("1001", "1002", "1001", "xx")]
-    # sor.resolve's row: ord, status, then the unit (ResolvedUnit)
-    found = (1, "found", SECTION, "Afsnit", "sygehusafdeling", "1001", *[None] * 6)
-    asked, answers = drive(rs.resolve_cached(items, cache), [[found]])
-    assert [a.sql for a in asked] == [rs.RESOLVE]
-    assert asked[0].params == {
-        "kinds": "shak,shak",
-        "codes": "1001,1002",
-        "days": "2025-06-01,2025-06-01",
-    }
-    assert [a.status for a in answers] == ["found", "not_found", "found", "invalid"]
+# sor.resolve_timeline's rows: ord, from_day, status, then the unit (ResolvedUnit)
+def _piece(ord_: int, day: dt.date, status: str, sor_id: int | None = SECTION) -> tuple[Any, ...]:
+    if sor_id is None:
+        return (ord_, day, status, *[None] * 10)
+    return (ord_, day, status, sor_id, "Afsnit", "sygehusafdeling", "1001", *[None] * 6)
+
+
+def test_resolve_cached_asks_once_per_code_whatever_the_dates() -> None:
+    cache = rs.TimelineCache()
+    later = dt.date(2030, 1, 1)
+    items = [
+        rs.item("shak", "1001", None, DAY),
+        rs.item("shak", "1002", None, DAY),
+        rs.item("shak", "1001", later.isoformat(), DAY),
+        rs.item("shak", "xx", None, DAY),
+    ]
+    # 1001 is found from 2020-01-01 until 2030-01-01, not before and not after; 1002 never.
+    pieces = [
+        _piece(1, dt.date(2019, 12, 31), "not_found", None),
+        _piece(1, dt.date(2020, 1, 1), "found"),
+        _piece(1, later, "not_found", None),
+    ]
+    asked, answers = drive(rs.resolve_cached(items, cache), [pieces])
+    assert [a.sql for a in asked] == [rs.TIMELINE]
+    assert asked[0].params == {"kinds": "shak,shak", "codes": "1001,1002"}
+    assert [a.status for a in answers] == ["found", "not_found", "not_found", "invalid"]
     assert [u.sor_id for u in answers[0].units] == [SECTION]
-    # Everything known now: no query at all.
-    asked, again = drive(rs.resolve_cached(items[:3], cache), [])
+    assert answers[2].item.day == later
+    # Every code known now: no query at all, on any date (before the first piece too).
+    early = [rs.item("shak", "1001", "1990-05-05", DAY), rs.item("shak", "1002", None, DAY)]
+    asked, again = drive(rs.resolve_cached(early, cache), [])
     assert asked == []
-    assert [a.status for a in again] == ["found", "not_found", "found"]
+    assert [a.status for a in again] == ["not_found", "not_found"]
+
+
+def test_a_timeline_answers_each_day_from_the_piece_it_falls_in() -> None:
+    rows = [
+        _piece(1, dt.date(2019, 12, 31), "not_found", None),
+        _piece(1, dt.date(2020, 1, 1), "found"),
+        _piece(1, dt.date(2021, 1, 1), "ambiguous", SECTION),
+        _piece(1, dt.date(2021, 1, 1), "ambiguous", DEPARTMENT),
+    ]
+    timeline = rs.group_timelines([("shak", "1001")], rows)[("shak", "1001")]
+    assert timeline.starts == [dt.date(2019, 12, 31), dt.date(2020, 1, 1), dt.date(2021, 1, 1)]
+    days = [dt.date(1900, 1, 1), dt.date(2019, 12, 31), dt.date(2020, 1, 1),
+            dt.date(2020, 12, 31), dt.date(2021, 1, 1), dt.date(9999, 12, 31)]  # fmt: skip
+    answers = [timeline.on(day) for day in days]
+    assert [status for status, _ in answers] == [
+        "not_found", "not_found", "found", "found", "ambiguous", "ambiguous",
+    ]  # fmt: skip
+    assert [u.sor_id for u in answers[-1][1]] == [SECTION, DEPARTMENT]
 
 
 def test_resolve_keys_travel_as_texts_and_a_comma_in_a_code_is_refused() -> None:
@@ -150,17 +183,17 @@ def test_resolve_keys_travel_as_texts_and_a_comma_in_a_code_is_refused() -> None
         rs.query_params([("shak", "10,01", DAY)])
 
 
-def test_a_chunk_keeps_its_cached_answers_while_another_chunk_evicts_them() -> None:
+def test_a_chunk_keeps_its_cached_timelines_while_another_chunk_evicts_them() -> None:
     # The API's streams have two chunks on the database at once (api/routes/resolve.py).
-    cache = rs.AnswerCache(limit=2)
-    found = (1, "found", SECTION, "Afsnit", "sygehusafdeling", "1001", *[None] * 6)
+    cache = rs.TimelineCache(limit=2)
+    found = _piece(1, DAY, "found")
     drive(rs.resolve_cached([rs.item("shak", "1001", None, DAY)], cache), [[found]])
     waiting = rs.resolve_cached([rs.item("shak", c, None, DAY) for c in ("1001", "1002")], cache)
     query = next(waiting)  # asks for 1002 only: 1001 is in the cache
     assert query.params["codes"] == "1002"
-    # Meanwhile another chunk's answers push 1001 out of the cache.
+    # Meanwhile another chunk's timelines push 1001 out of the cache.
     drive(rs.resolve_cached([rs.item("shak", c, None, DAY) for c in ("1003", "1004")], cache), [[]])
-    assert ("shak", "1001", DAY) not in cache.answers
+    assert ("shak", "1001") not in cache.timelines
     with pytest.raises(StopIteration) as done:
         waiting.send(query.shape([]))
     assert [(a.item.code, a.status) for a in done.value.value] == [
