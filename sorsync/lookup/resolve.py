@@ -83,6 +83,15 @@ class Item(NamedTuple):
         """The date an answer echoes: the item's, or as sent when it is not a date."""
         return self.day.isoformat() if self.day is not None else self.date_text
 
+    @property
+    def key(self) -> Key | None:
+        """(kind, code, day) to ask the database for, or None: the item is answered invalid."""
+        return (
+            None
+            if self.problem is not None or self.day is None
+            else (self.kind, self.code, self.day)
+        )
+
 
 # Batches repeat codes and dates (a year of records has 365 dates): each distinct text is
 # checked once. Bounded, so a stream of distinct codes cannot grow them.
@@ -199,21 +208,17 @@ def answer(items: Sequence[Item], found: Mapping[Key, Answer]) -> list[Answer]:
     """The answers in the items' order (invalid items answered by their problem)."""
     out = []
     for it in items:
-        if it.problem is not None or it.day is None:
+        if (key := it.key) is None:
             out.append(Answer(it, "invalid", []))
         else:
-            got = found[(it.kind, it.code, it.day)]
+            got = found[key]
             out.append(got if got.item == it else Answer(it, got.status, got.units))
     return out
 
 
 def distinct_keys(items: Iterable[Item]) -> list[Key]:
     """The valid items' (kind, code, day), each once, in order."""
-    return list(
-        dict.fromkeys(
-            (it.kind, it.code, it.day) for it in items if it.problem is None and it.day is not None
-        )
-    )
+    return list(dict.fromkeys(key for it in items if (key := it.key) is not None))
 
 
 def resolve_query(keys: Sequence[Key]) -> Query[dict[Key, Answer]]:
@@ -289,7 +294,7 @@ class TimelineCache:
     database once; bounded, oldest dropped first. Safe to share between threads (`sorsync
     resolve` answers two chunks at once, each on a thread)."""
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(self, limit: int = 150_000) -> None:
         self.limit = limit
         self.timelines: dict[Code, Timeline] = {}
         self._lock = threading.Lock()
@@ -316,11 +321,7 @@ def resolve_cached(items: Sequence[Item], cache: TimelineCache) -> Steps[list[An
     valid codes `cache` does not hold (no query if it holds them all)."""
     # The timelines this chunk takes from the cache are held from the start: while its query
     # runs, another chunk's may evict them (streams have two chunks on the database).
-    codes = list(
-        dict.fromkeys(
-            (it.kind, it.code) for it in items if it.problem is None and it.day is not None
-        )
-    )
+    codes = list(dict.fromkeys(key[:2] for it in items if (key := it.key) is not None))
     timelines = cache.known(codes)
     missing = [code for code in codes if code not in timelines]
     if missing:
@@ -329,10 +330,10 @@ def resolve_cached(items: Sequence[Item], cache: TimelineCache) -> Steps[list[An
         timelines.update(fresh)
     out = []
     for it in items:
-        if it.problem is not None or it.day is None:
+        if (key := it.key) is None:
             out.append(Answer(it, "invalid", []))
         else:
-            status, units = timelines[(it.kind, it.code)].on(it.day)
+            status, units = timelines[key[:2]].on(key[2])
             out.append(Answer(it, status, units))
     return out
 
