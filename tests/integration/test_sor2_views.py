@@ -65,6 +65,42 @@ def test_numbers_are_read_or_null(engine: Engine) -> None:
     assert row[4] is None
 
 
+# Migration 0005 made sor.as_bigint cheaper; its answers must be those of the pattern it replaced.
+BIGINT_EDGES = [
+    *("9" * n for n in (1, 17, 18, 19, 20)),
+    *("-" + "9" * n for n in (17, 18, 19)),
+    *(" " * s + "1" * n + "\t" * t for s in (0, 1, 3) for n in (15, 16, 17, 18) for t in (0, 2)),
+    "000000000000000042",
+    "0000000000000000042",
+    "-",
+    "",
+    " ",
+    "--1",
+    "1 2",
+    "+1",
+    "1e3",
+    " -0 ",
+    "\n7\n",
+    "٣",
+    None,
+]
+
+
+def test_as_bigint_answers_as_its_first_definition(engine: Engine) -> None:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT v, sor.as_bigint(v),"
+                r" CASE WHEN v ~ '^\s*-?[0-9]{1,18}\s*$' THEN btrim(v)::bigint END"
+                " FROM unnest(CAST(:values AS text[])) AS v"
+            ),
+            {"values": BIGINT_EDGES},
+        ).all()
+    assert len(rows) == len(BIGINT_EDGES)
+    assert [(v, new) for v, new, _ in rows] == [(v, old) for v, _, old in rows]
+    assert {v: new for v, new, _ in rows}["9" * 18] == 10**18 - 1
+
+
 SOR_ID, PARENT, SHAK = 100061000016005, 100011000016008, "1575"
 DAY = dt.date(2024, 1, 1)
 

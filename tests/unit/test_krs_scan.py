@@ -152,6 +152,30 @@ def test_records_scanned_or_left_to_lxml(records: list[str], taken: bool) -> Non
     assert both_ways(_answer(records, atom="", gap="\n  ")) is taken
 
 
+def test_keys_are_written_in_jsonb_order() -> None:
+    # PostgreSQL sorts an object's keys (shorter first, then bytewise) and checks first whether
+    # they already are: the walks write them so, the tree's byte for byte as the scan's.
+    records = [
+        "<r><Bb>1</Bb><A>2</A><Ab>3</Ab><Aa/></r>",
+        "<r><Bb>4</Bb><A>5</A><Ab>6</Ab><Aa/></r>",  # the same fields: the order is reused
+        "<r><A>7</A><Ccc>8</Ccc><Bb>9</Bb></r>",
+        "<r/>",
+        "<r><Z>0</Z></r>",
+    ]
+    body = _answer(records)
+    assert both_ways(body)
+    page = parse_response(body, 200, ENTITY, copy_rows=True)
+    assert page.copy_rows is not None
+    stored = [row[-1] for row in decode(page.copy_rows, ENTITY)]
+    assert [list(record.items()) for record in stored if isinstance(record, dict)] == [
+        [("A", "2"), ("Aa", ""), ("Ab", "3"), ("Bb", "1")],
+        [("A", "5"), ("Aa", ""), ("Ab", "6"), ("Bb", "4")],
+        [("A", "7"), ("Bb", "9"), ("Ccc", "8")],
+        [],
+        [("Z", "0")],
+    ]
+
+
 @pytest.mark.parametrize(
     "head",
     [
