@@ -1,4 +1,4 @@
-"""`sor.as_bigint` with the same answers at about two thirds of the cost
+"""`sor.as_bigint` with the same answers at about a fifth of the cost
 
 Revision ID: 0005
 Revises: 0004
