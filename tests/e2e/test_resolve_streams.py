@@ -10,6 +10,7 @@ every request here sends its body from a thread while the test reads the answer.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import http.client
@@ -144,6 +145,9 @@ def _stream(
     conn.putheader("Content-Type", media)
     conn.putheader("Transfer-Encoding", "chunked")
     conn.endheaders()
+    # Closed while the sender may still be sending (an answer that ends early): its next send
+    # must fail, not open a new connection that nobody closes.
+    conn.auto_open = 0
     sent = Sent(midway=midway)
     sender = threading.Thread(target=_send, args=(conn, pieces, sent), daemon=True)
     sender.start()
@@ -165,7 +169,11 @@ def _stream(
     finally:
         sent.answered.set()
         sent.rows.set()
+        if conn.sock is not None:  # wakes a sender blocked on a full socket buffer
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
+        sender.join(timeout=60)
 
 
 def _pieces(lines: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
