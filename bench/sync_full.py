@@ -87,7 +87,9 @@ def main() -> None:
     if args.replay and args.datatype != KEY:
         parser.error("--replay records the v1 benchmark datatype only")
 
+    from sorsync.config import Settings
     from sorsync.datatypes import lookup
+    from sorsync.db import views
     from sorsync.db.engine import make_engine
     from sorsync.krs.client import KrsClient
     from sorsync.logs import configure
@@ -101,9 +103,10 @@ def main() -> None:
             source = stack.enter_context(Replay(source.url))
         url = stack.enter_context(scratch_database())
         engine = make_engine(url)
+        indexes = views.indexes_by_table(Settings().mapping)  # as sorsync.sync.service passes them
         with KrsClient(source.url, timeout=120) as client:
             if args.refull:
-                sync(engine, client, [lookup(args.datatype)], kind="full")
+                sync(engine, client, [lookup(args.datatype)], kind="full", indexes=indexes)
             probe = make_engine(url, pool=False)  # not one of the sync's connections
             server_before = backend_cpu(probe)
             before = resource.getrusage(resource.RUSAGE_SELF)
@@ -115,6 +118,7 @@ def main() -> None:
                 kind="full",
                 page_size=args.page_size,
                 prefetch=not args.no_prefetch,
+                indexes=indexes,
             )
             seconds = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)

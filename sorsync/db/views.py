@@ -8,12 +8,15 @@ may change the mapping (SORSYNC_MAPPING_FILE) and that must never need a migrati
 * `sor.unit` (every version of every unit), `sor.unit_current` and `sor.shak_map`, which answer
   from SOR2 when its `sorentity` holds rows and from the five v1 tables otherwise;
 * expression indexes on the SOR2 tables for every lookup, named after what they index so that a
-  changed expression gets a new index and the stale one is dropped.
+  changed expression gets a new index and the stale one is dropped. The name search's trigram
+  GIN is built only on a table that holds rows: an empty table gets it from the first full that
+  fills it, after its rows (`indexes_by_table`), which costs less than keeping it up row by row
+  (docs/performance.md).
 
 `ensure(engine, mapping)` applies all of it in one transaction when the mapping's fingerprint (or
-this module's `VERSION`) differs from what `krs.mapping_state` records; readers see the old views
-or the new ones. Columns are only ever appended to `sor.unit`, so views that analysts built on it
-survive (CREATE OR REPLACE VIEW).
+this module's `VERSION`) differs from what `krs.mapping_state` records, or a table with rows
+lacks an index; readers see the old views or the new ones. Columns are only ever
+appended to `sor.unit`, so views that analysts built on it survive (CREATE OR REPLACE VIEW).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -684,9 +687,17 @@ def _without_parent(mapping: DatatypeMapping, sor_type: str, alias: str | None =
     return f"{parent} IS NULL AND {kind} = {_lit(sor_type)}"
 
 
-def index_statements(mapping: SorMapping) -> dict[str, tuple[str, str]]:
-    """Index name → (table, CREATE INDEX statement) for the mapping's lookup indexes."""
-    out: dict[str, tuple[str, str]] = {}
+class LookupIndex(NamedTuple):
+    table: str
+    statement: str  # CREATE INDEX IF NOT EXISTS …
+    # Left to the first full on an empty table: a GIN built once costs less than kept up row by
+    # row, while the btrees cost less kept up (docs/performance.md, measured both ways).
+    after_rows: bool
+
+
+def index_statements(mapping: SorMapping) -> dict[str, LookupIndex]:
+    """Index name → its table and CREATE INDEX statement, for the mapping's lookup indexes."""
+    out: dict[str, LookupIndex] = {}
     for role, column, method, only in INDEXED:
         dm = mapping.role(role)
         table = lookup(dm.key).table
@@ -695,11 +706,22 @@ def index_statements(mapping: SorMapping) -> dict[str, tuple[str, str]]:
         digest = hashlib.sha1((expr + where).encode(), usedforsecurity=False).hexdigest()[:8]
         name = f"ixm_{table}_{column}"[:54] + f"_{digest}"
         ops = " gin_trgm_ops" if method == "gin" else ""
-        out[name] = (
+        out[name] = LookupIndex(
             table,
             f'CREATE INDEX IF NOT EXISTS "{name}" ON {_table(dm)} USING {method}'
             f" (({expr}){ops}){where}",
+            after_rows=method == "gin",
         )
+    return out
+
+
+def indexes_by_table(mapping: SorMapping) -> dict[str, list[str]]:
+    """Table → the CREATE INDEX statements that a first full runs once it has loaded the table
+    (sorsync.sync.initial): the indexes `ensure` leaves off empty tables."""
+    out: dict[str, list[str]] = {}
+    for index in index_statements(mapping).values():
+        if index.after_rows:
+            out.setdefault(index.table, []).append(index.statement)
     return out
 
 
@@ -722,8 +744,8 @@ def fingerprint(mapping: SorMapping, sources: Sources) -> str:
 def statements(
     mapping: SorMapping, sources: Sources, datatypes: Iterable[Datatype] = ()
 ) -> list[str]:
-    """Everything `ensure` runs, in order (without the index clean-up, which needs the
-    database)."""
+    """Everything `ensure` runs, in order, but the indexes (which depend on the rows:
+    `_index_work`)."""
     documents = {m.key: lookup(m.key) for m in mapping.datatypes.values()}
     documents.update({dt.key: dt for dt in datatypes if dt.is_document})
     out = [document_table(dt) for dt in documents.values()]
@@ -737,7 +759,6 @@ def statements(
         shak_map_view(mapping, sources),
         *resolve_functions(mapping, sources),
     ]
-    out += [statement for _, statement in index_statements(mapping).values()]
     out += _comments(mapping, sources)
     return out
 
@@ -821,13 +842,16 @@ def ensure(
         wanted = fingerprint(mapping, sources)
         applied = pg.execute("SELECT fingerprint FROM krs.mapping_state WHERE id = 1").fetchone()
         missing = [dt.table for dt in extra_tables if not _table_exists(pg, dt.table)]
-        if not force and applied is not None and applied[0] == wanted and not missing:
+        current = not force and applied is not None and applied[0] == wanted and not missing
+        if current and not any(_index_work(pg, mapping)):
             return False
         with advisory_lock(engine, LOCK_NAME), pg.transaction():
             pg.execute("SET LOCAL lock_timeout = '60s'")
             for statement in statements(mapping, sources, dts):
                 pg.execute(statement)
-            _drop_stale_indexes(pg, mapping)
+            create, drop = _index_work(pg, mapping)
+            for statement in drop + create:
+                pg.execute(statement)
             pg.execute(
                 "INSERT INTO krs.mapping_state (id, fingerprint, applied_at, definition)"
                 " VALUES (1, %s, now(), %s) ON CONFLICT (id) DO UPDATE SET"
@@ -855,17 +879,26 @@ def _has_rows(pg: psycopg.Connection[Any], table: str) -> bool:
     return bool(row and row[0])
 
 
-def _drop_stale_indexes(pg: psycopg.Connection[Any], mapping: SorMapping) -> None:
+def _index_work(pg: psycopg.Connection[Any], mapping: SorMapping) -> tuple[list[str], list[str]]:
+    """(CREATE INDEX for the lookup indexes missing, but those left to a first full on an empty
+    table; DROP INDEX for the `ixm_` indexes the mapping no longer names)."""
     wanted = index_statements(mapping)
-    tables = {table for table, _ in wanted.values()}
-    rows = pg.execute(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = ANY(%s)"
-        " AND indexname LIKE 'ixm\\_%%'",
-        (KRS_SCHEMA, sorted(tables)),
-    ).fetchall()
-    for (name,) in rows:
-        if name not in wanted:
-            pg.execute(f'DROP INDEX {KRS_SCHEMA}."{name}"')
+    tables = sorted({index.table for index in wanted.values()})
+    present = {
+        name
+        for (name,) in pg.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = ANY(%s)"
+            " AND indexname LIKE 'ixm\\_%%'",
+            (KRS_SCHEMA, tables),
+        ).fetchall()
+    }
+    create = [
+        index.statement
+        for name, index in wanted.items()
+        if name not in present and (not index.after_rows or _has_rows(pg, index.table))
+    ]
+    drop = [f'DROP INDEX {KRS_SCHEMA}."{name}"' for name in sorted(present - wanted.keys())]
+    return create, drop
 
 
 def describe(mapping: SorMapping) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from sorsync.config import Settings
 from sorsync.datatypes import Datatype
+from sorsync.db import views
 from sorsync.db.engine import psycopg_connection
 from sorsync.logs import get_logger
 from sorsync.sync import binding, sql
@@ -264,6 +265,7 @@ def _apply(
                 max_shrink=settings.full_max_shrink,
                 allow_shrink=allow_shrink,
                 cancel=cancel,
+                indexes=views.indexes_by_table(mapping),
             )
     except ExportError as exc:
         export = {**fetched.to_dict(), "error": str(exc)}

@@ -66,6 +66,7 @@ def sync(
     max_shrink: float = DEFAULT_MAX_SHRINK,
     allow_shrink: bool = False,
     cancel: Cancellation | None = None,
+    indexes: Mapping[str, Sequence[str]] | None = None,
 ) -> RunResult:
     """Run one delta or full sync of `datatypes` from `source` into the replica.
 
@@ -77,6 +78,10 @@ def sync(
     `source_identity` names the source (sorsync.sync.binding): a run against a datatype bound
     to another source raises `binding.ForeignSource` before anything is written, except a full
     with `rebind`, which binds the datatypes to it when it applies.
+
+    `indexes` (table → CREATE INDEX statements) are the indexes a first full builds on a table
+    after loading it rather than keeping them up row by row (sorsync.db.views leaves them off
+    empty tables for it).
 
     `cancel` stops the run at its next page boundary (sorsync.sync.cancel): it ends `failed`
     as interrupted, with `RunResult.interrupted` set, keeping every committed page.
@@ -104,6 +109,7 @@ def sync(
         source_identity=source_identity,
         max_shrink=1.0 if allow_shrink else max_shrink,
         cancel=cancel,
+        indexes={table: list(stmts) for table, stmts in (indexes or {}).items()},
     )
     if on_progress is not None:
         run.on_progress = on_progress

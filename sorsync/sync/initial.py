@@ -4,6 +4,11 @@ Every page is COPied straight into its live table (sorsync.sync.store, `empty`),
 moving with the pages inside the transaction. Readers see the empty replica until it commits,
 and a failure rolls all of it back, so it is as atomic as a full into shadow tables
 (sorsync.sync.full) without the shadow tables or the reconciliation join.
+
+The indexes that sorsync.db.views leaves off empty tables (`Run.indexes`: the name search's
+trigram GIN) are built once a datatype's rows are in, still inside the transaction: built once,
+a GIN costs less than kept up row by row (docs/performance.md). CREATE INDEX locks out writers
+only, which the sync lock keeps away anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +35,17 @@ def applies(pg: psycopg.Connection[Any], dts: list[Datatype]) -> bool:
     return True
 
 
+def _build_indexes(
+    run: Run, pg: psycopg.Connection[Any], dt: Datatype, res: DatatypeResult
+) -> None:
+    statements = run.indexes.get(dt.table, [])
+    if not statements:
+        return
+    run.progress(dt.key, "swap", res)
+    for statement in statements:  # IF NOT EXISTS: a table may have them from before
+        pg.execute(statement)
+
+
 def run_initial(
     run: Run, pg: psycopg.Connection[Any], dts: list[Datatype], results: dict[str, DatatypeResult]
 ) -> None:
@@ -42,6 +58,7 @@ def run_initial(
                 current = store.dt
                 store.prepare(pg)
                 load(run, pg, store, results[store.dt.key], wire.START_TOKEN)
+                _build_indexes(run, pg, store.dt, results[store.dt.key])
             for dt in dts:
                 current = dt
                 res = results[dt.key]

@@ -85,6 +85,8 @@ class Run:
     source_identity: str | None = None
     max_shrink: float = DEFAULT_MAX_SHRINK
     cancel: Cancellation | None = None
+    # table → CREATE INDEX statements a first full runs after loading the table
+    indexes: dict[str, list[str]] = field(default_factory=dict)
     run_id: int = 0
 
     def check_cancel(self) -> None:

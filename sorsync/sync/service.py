@@ -167,6 +167,7 @@ def run_sync(
                 max_shrink=settings.full_max_shrink,
                 allow_shrink=allow_shrink,  # a person's choice (the CLI); the scheduler never asks
                 cancel=cancel,
+                indexes=views.indexes_by_table(mapping),
             )
     # The views answer from SOR2 once it holds rows (and from v1 while it does not).
     _ensure_views(engine, mapping, dts)
