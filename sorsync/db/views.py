@@ -35,8 +35,9 @@ from sorsync.db.locks import advisory_lock
 from sorsync.db.models import KRS_SCHEMA
 from sorsync.mapping import DatatypeMapping, Kind, SorMapping
 
-VERSION = 7  # bump when the SQL below changes, so every database rebuilds its views
+VERSION = 8  # bump when the SQL below changes, so every database rebuilds its views
 LOCK_NAME = "views"
+MAX_KEY_BYTES = 1000  # the longest text a lookup's btree index takes (`expression`)
 OPEN_END = "DATE '2999-01-01'"  # NSP writes 2999-12-31 (or 9999-12-31) for "no end"
 
 # Kinds of SOR2 units as sor.unit names them: the v1 kinds where the unit is of that kind, else
@@ -58,9 +59,13 @@ def expression(mapping: DatatypeMapping, column: str, alias: str | None = "r") -
     fld = mapping.field(column)
     record = "record" if alias is None else f"{alias}.record"
     raw = f"({record} ->> {_lit(fld.element)})"
-    if fld.kind is Kind.TEXT:
-        return f"NULLIF({raw}, '')"
-    return f"sor.as_{fld.kind.value}{raw}"
+    if fld.kind is not Kind.TEXT:
+        return f"sor.as_{fld.kind.value}{raw}"
+    if (mapping.role, column) in _BTREE_KEYS:
+        # No code is this long, and a longer text would not fit a btree entry (~2 700 bytes):
+        # it reads as NULL here (the record keeps it), so it cannot stop a sync.
+        return f"CASE WHEN octet_length({raw}) <= {MAX_KEY_BYTES} THEN NULLIF({raw}, '') END"
+    return f"NULLIF({raw}, '')"
 
 
 def _current(mapping: DatatypeMapping, alias: str = "r") -> str:
@@ -678,6 +683,9 @@ INDEXED: tuple[tuple[str, str, str, str | None], ...] = (
     ("sorreplacedentity", "sor_id", "btree", None),
     ("eanlocationcode", "ean", "btree", None),
 )
+
+
+_BTREE_KEYS = {(role, column) for role, column, method, _ in INDEXED if method == "btree"}
 
 
 def _without_parent(mapping: DatatypeMapping, sor_type: str, alias: str | None = "r") -> str:

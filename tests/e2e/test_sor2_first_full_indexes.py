@@ -155,32 +155,31 @@ def test_a_failed_first_full_takes_back_the_gin_it_built(
     assert lookup_indexes(clean_db) == dict.fromkeys(WANTED, True)
 
 
-def test_a_first_full_whose_index_fails_keeps_nothing_and_the_retry_builds_them(
+def test_a_code_too_long_for_an_index_does_not_stop_the_sync(
     clean_db: Engine, sim: SimulatorHandle
 ) -> None:
-    """A SHAK code of 6 000 random characters fits a jsonb record but no btree entry: the
-    first full fails saying which index, and keeps nothing; once the source is right again the
-    next full loads and builds everything."""
+    """A ShakId of 6 000 random characters fits a jsonb record but no btree entry: the indexed
+    text columns read a text over views.MAX_KEY_BYTES as NULL, so the first full and the next
+    delta go through, and the record keeps what was sent."""
     fresh(clean_db)
-    indexes = views.indexes_by_table(default_mapping())
     table = sim.store.table(SORENTITY)
+    huge = secrets.token_urlsafe(4500)
     with sim.store.lock:
         row = next(r for r in table if r.values.get("ShakId"))
-        good = dict(row.values)
-        table.update(row.pid, {**good, "ShakId": secrets.token_urlsafe(4500)}, row.modified)
-    with KrsClient(sim.url, timeout=20) as client:
-        result = sync(clean_db, client, DTS, kind="full", page_size=150, indexes=indexes)
-        assert not result.ok
-        failed = [d for d in result.datatypes if d.status == "failed"]
-        assert [d.key for d in failed] == [SORENTITY], result.datatypes
-        error = failed[0].error or ""
-        assert "index row size" in error, error
-        assert "ixm_sor_v2_sorentity_v1_shak_" in error, error
-        assert counts(clean_db) == dict.fromkeys(KEYS, 0)
-        assert views.ensure(clean_db, default_mapping(), DTS) is False  # nothing to build yet
-
-        with sim.store.lock:
-            table.update(row.pid, good, row.modified)
-        result = sync(clean_db, client, DTS, kind="full", page_size=150, indexes=indexes)
+        table.update(row.pid, {**row.values, "ShakId": huge}, row.modified)
+    settings = Settings(krs_datatypes=KEYS, krs_url=sim.url)
+    result = run_sync(clean_db, settings, kind="full", krs_url=sim.url, rebind=True)
     assert result.ok, result.error
     assert lookup_indexes(clean_db) == dict.fromkeys(WANTED, True)
+    with sim.store.lock:  # and as a change the next night
+        other = next(r for r in table if r.values.get("ShakId") and r.pid != row.pid)
+        table.update(other.pid, {**other.values, "ShakId": huge + "x"}, other.modified + 1)
+    result = run_sync(clean_db, settings, kind="delta", krs_url=sim.url)
+    assert result.ok, result.error
+    assert result.datatypes[0].records == 1
+    with clean_db.connect() as conn:
+        rows = conn.execute(
+            text("SELECT pid, shak, record ->> 'ShakId' FROM sor.sorentity WHERE pid = ANY(:p)"),
+            {"p": [row.pid, other.pid]},
+        ).all()
+    assert sorted(rows) == sorted([(row.pid, None, huge), (other.pid, None, huge + "x")])
