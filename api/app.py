@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from api.schemas import Problem
 from api.ui import router as ui_router
 from sorsync.config import Settings, get_settings
 from sorsync.logs import configure
+from sorsync.lookup import resolve as rs
 
 DESCRIPTION = """\
 Lookups in the SOR replica (the Danish healthcare organisation register) **as of a date**:
@@ -114,9 +114,9 @@ def create_app(
         # start-up only makes /readyz say so.
         await anyio.to_thread.run_sync(lambda: db.engine)
         await db.aopen()  # the async lookups' pool, on the loop that serves them
-        # Start-up objects (modules, routes, schemas) never die: moving them out of the
-        # collector's generations keeps each full collection short (lookups allocate a lot).
-        gc.freeze()
+        # Start-up objects (modules, routes, schemas) never die, and bulk answers allocate a
+        # lot: keep the former out of every collection, and collect young objects less often.
+        rs.collect_less_often()
         try:
             yield
         finally:

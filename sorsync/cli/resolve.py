@@ -560,6 +560,7 @@ def _run(
                         out, delimiter=source.delimiter, lineterminator=source.newline
                     )
                     writer.writerow([*header, *rs.CSV_COLUMNS])
+                    rs.collect_less_often()
                     with _Progress(source.size, source.raw) as progress:
                         resolve_rows(
                             conns, reader, len(header), columns,

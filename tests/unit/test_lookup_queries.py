@@ -4,6 +4,7 @@ shaping turns rows into the answer; multi-step lookups (Steps) fed rows by hand.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from typing import Any
 
 import pytest
@@ -200,3 +201,18 @@ def test_a_chunk_keeps_its_cached_timelines_while_another_chunk_evicts_them() ->
         ("1001", "found"),
         ("1002", "not_found"),
     ]
+
+
+def test_a_batch_process_collects_young_objects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        rs.collect_less_often()
+        assert gc.get_threshold() == (rs.YOUNG_COLLECTION_EVERY, 10, 10)
+        assert gc.get_freeze_count() > 0
+        gc.set_threshold(50_000, 10, 10)  # a process tuned higher keeps its own
+        rs.collect_less_often()
+        assert gc.get_threshold()[0] == 50_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
