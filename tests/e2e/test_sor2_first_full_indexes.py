@@ -19,12 +19,11 @@ from sorsync.krs.client import KrsClient
 from sorsync.krs.errors import TransportError
 from sorsync.krs.feed import Page
 from sorsync.mapping import default_mapping
-from sorsync.simulator.demo import load_generated
-from sorsync.simulator.server import SimulatorHandle, serve_in_thread
+from sorsync.simulator.server import SimulatorHandle
 from sorsync.simulator.sor2 import SORENTITY
-from sorsync.simulator.store import Store
 from sorsync.sync import sync
 from sorsync.sync.service import run_sync
+from tests.fixtures.simulator import serving_generated
 
 KEYS = (*SOR2_DATATYPES, *SOR2_OPTIONAL_DATATYPES)
 DTS = [lookup(key) for key in KEYS]
@@ -34,13 +33,8 @@ AFTER_ROWS = {name for name, index in WANTED.items() if index.after_rows}
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorHandle]:
-    store = Store()
-    load_generated(store, 200, seed=3)
-    handle = serve_in_thread(store)
-    try:
+    with serving_generated(200, seed=3) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def lookup_indexes(engine: Engine) -> dict[str, bool]:

@@ -16,13 +16,13 @@ from sqlalchemy.exc import DBAPIError
 
 from sorsync.datatypes import SOR2_DATATYPES, lookup
 from sorsync.krs.client import KrsClient
-from sorsync.simulator.demo import load_generated
 from sorsync.simulator.generator import SnapshotModel, evolve, generate, write_sortree
 from sorsync.simulator.importer import load_snapshot
 from sorsync.simulator.server import SimulatorHandle, serve_in_thread
 from sorsync.simulator.sor2 import SORENTITY, RecordShape
 from sorsync.simulator.store import Row, Store
 from sorsync.sync import sync
+from tests.fixtures.simulator import serving_generated
 
 SOR2 = [lookup(key) for key in SOR2_DATATYPES]
 ENTITY = lookup(SORENTITY)
@@ -30,13 +30,8 @@ ENTITY = lookup(SORENTITY)
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorHandle]:
-    store = Store()
-    load_generated(store, 300, seed=11)
-    handle = serve_in_thread(store)
-    try:
+    with serving_generated(300, seed=11) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ from lxml import etree
 
 from sorsync.datatypes import SOR_NAMESPACE
 from sorsync.krs.wire import NS_ATOM, NS_KRS, NS_SOAP, SOAP_ACTION, START_TOKEN
-from sorsync.simulator.demo import load_generated
 from sorsync.simulator.render import SoapFaultSpec
 from sorsync.simulator.server import SimulatorHandle, serve_in_thread
 from sorsync.simulator.store import Store
-from tests.fixtures.simulator import krs_request
+from tests.fixtures.simulator import krs_request, serving_generated
 
 NS = {"S": NS_SOAP, "a": NS_ATOM, "k": NS_KRS}
 HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION}
@@ -25,13 +24,8 @@ UNAUTHORIZED = b"<ns2:ReplicationFault xmlns:ns2"
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorHandle]:
-    store = Store()
-    load_generated(store, 200, seed=2)
-    handle = serve_in_thread(store)
-    try:
+    with serving_generated(200, seed=2) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def call(sim: SimulatorHandle, raw: bytes) -> requests.Response:
