@@ -53,8 +53,8 @@ def lookup_indexes(engine: Engine) -> dict[str, bool]:
 
 
 def fresh(engine: Engine) -> None:
-    """The SOR2 tables as a new database has them: empty, without lookup indexes (the other
-    tests' truncated tables keep theirs)."""
+    """The SOR2 tables as a new database has them: empty, with the btree lookup indexes and
+    without the GIN (the other tests' truncated tables keep all of theirs)."""
     with engine.begin() as conn:
         for name in lookup_indexes(engine):
             conn.execute(text(f'DROP INDEX {KRS_SCHEMA}."{name}"'))
